@@ -1,1 +1,5 @@
+//! kumo's one integration-test binary. Each module drives real peers (etcdctl, etcd …)
+//! against kumo components started as child processes.
 
+mod store_conformance;
+mod store_golden;
