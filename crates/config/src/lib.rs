@@ -37,10 +37,12 @@ impl From<figment::Error> for ConfigError {
                 let src = err
                     .metadata
                     .as_ref()
-                    .map(|m| match &err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-                        Some(s) => format!("{} {}", m.name, s),
-                        None => m.name.to_string(),
-                    })
+                    .map(
+                        |m| match &err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                            Some(s) => format!("{} {}", m.name, s),
+                            None => m.name.to_string(),
+                        },
+                    )
                     .unwrap_or_default();
                 let kind = err.kind.to_string();
                 match (key.is_empty(), src.is_empty()) {
@@ -189,7 +191,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kumo-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let file = dir.join("c.toml");
-        std::fs::write(&file, "data-dir = \"from-file\"\nquota-backend-bytes = 7\n").expect("write");
+        std::fs::write(&file, "data-dir = \"from-file\"\nquota-backend-bytes = 7\n")
+            .expect("write");
         let c: Conf = load(&defaults(), Some(&file), &Flags::default()).expect("load");
         assert_eq!(c.data_dir, "from-file");
         assert_eq!(c.quota_backend_bytes, 7);

@@ -1,1 +1,184 @@
-fn main() {}
+//! `kumo`: one binary, many components. `main` only parses flags and wires crates together.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kumo",
+    version,
+    about = "kumo: a multi-cloud Kubernetes federation in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an etcd v3-compatible store member.
+    Store(StoreFlags),
+    /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Restore a snapshot file into a new data directory.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The data directory to create.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Flags of `kumo store`; names mirror etcd's. Unset flags fall back to `KUMO_*` variables,
+/// then the `--config` file, then defaults.
+#[derive(Args, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct StoreFlags {
+    /// Config file (TOML, or YAML by extension) with the same keys as the flags.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Human-readable name for this member.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// Path to the data directory.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_client_urls: Option<String>,
+    /// Client URLs to advertise.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_client_urls: Option<String>,
+    /// Peer URLs to advertise.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_advertise_peer_urls: Option<String>,
+    /// URLs to listen on for peer traffic.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_peer_urls: Option<String>,
+    /// Cluster token mixed into ids.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_cluster_token: Option<String>,
+    /// URLs to serve /metrics and /health on.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_metrics_urls: Option<String>,
+    /// Raise the NOSPACE alarm when the database exceeds this many bytes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_backend_bytes: Option<u64>,
+    /// Maximum client request size in bytes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_bytes: Option<usize>,
+    /// Maximum number of operations in a txn branch.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_txn_ops: Option<usize>,
+    /// Raft entries between durable database checkpoints.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_count: Option<u64>,
+    /// Raft heartbeat interval (ms).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval: Option<u64>,
+    /// Raft election timeout (ms).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    election_timeout: Option<u64>,
+    /// Seconds between watch progress notifications.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch_progress_notify_interval: Option<u64>,
+    /// Log level or tracing filter.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "kumo failed");
+            eprintln!("kumo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Store(flags) => {
+            let cfg: kumo_store::StoreConfig = kumo_config::load(
+                &kumo_store::StoreConfig::default(),
+                flags.config.as_deref(),
+                &flags,
+            )?;
+            let cfg = cfg
+                .finish()
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            kumo_config::init_logging(
+                &cfg.log_level,
+                cfg.log_format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
+            );
+            runtime()?.block_on(kumo_store::run(cfg, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Snapshot {
+            command: SnapshotCommand::Restore { file, data_dir },
+        } => {
+            kumo_config::init_logging("info", kumo_config::LogFormat::Text);
+            kumo_store::restore_snapshot(&file, &data_dir)?;
+            tracing::info!(file = %file.display(), data_dir = %data_dir.display(), "snapshot restored");
+            Ok(())
+        }
+    }
+}

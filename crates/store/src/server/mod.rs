@@ -1,0 +1,291 @@
+//! The etcd v3 gRPC services (KV, Watch, Lease, Maintenance, Cluster, Auth) over the Raft
+//! group and the state machine.
+
+mod services;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kumo_etcd_proto::pb::{self, request_op};
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::error::{Result, StoreError};
+use crate::mvcc::KeyRange;
+use crate::raft::{MemberNode, Raft, Request, Response};
+use crate::state::StoreState;
+
+pub use services::routes;
+
+/// Version reported by Maintenance.Status: the etcd API level kumo store implements.
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// Shared handle the services use.
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) state: Arc<StoreState>,
+    pub(crate) raft: Raft,
+    pub(crate) member_id: u64,
+    pub(crate) member: MemberNode,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("member_id", &self.member_id)
+            .finish()
+    }
+}
+
+impl Api {
+    pub fn new(state: Arc<StoreState>, raft: Raft, member_id: u64, member: MemberNode) -> Api {
+        Api {
+            state,
+            raft,
+            member_id,
+            member,
+        }
+    }
+
+    /// A full response header at `revision`.
+    pub fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        self.state.header(revision)
+    }
+
+    /// Fills the member fields of a header that carries a revision.
+    pub fn fill(&self, h: &mut Option<pb::ResponseHeader>) {
+        let rev = h.as_ref().map(|h| h.revision).unwrap_or(0);
+        *h = self.header(rev);
+    }
+
+    /// Proposes `req` through Raft and waits until it is applied.
+    pub async fn propose(&self, req: Request) -> Result<Response> {
+        if req.encoded_len() > self.state.limits.max_request_bytes {
+            return Err(StoreError::RequestTooLarge);
+        }
+        match self.raft.client_write(req).await {
+            Ok(r) => match r.data {
+                Response::Error(e) => Err(e),
+                other => Ok(other),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                self.state.metrics.proposal_failed();
+                Err(StoreError::NoLeader)
+            }
+            Err(e) => {
+                self.state.metrics.proposal_failed();
+                Err(StoreError::internal(e))
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call (a
+    /// linearizable read point).
+    pub async fn linearizable(&self) -> Result<()> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::NoLeader)
+    }
+
+    /// Raises the NOSPACE alarm when a write of `cost` bytes would exceed the quota.
+    pub async fn check_quota(&self, cost: u64) -> Result<()> {
+        if self.state.nospace() {
+            return Err(StoreError::NoSpace);
+        }
+        if self.state.quota_allows(cost) {
+            return Ok(());
+        }
+        let alarm = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.propose(Request::Alarm(alarm)).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+        }
+        tracing::warn!(
+            quota = self.state.limits.quota_backend_bytes,
+            "database space exceeded: NOSPACE alarm raised, writes refused until disarmed"
+        );
+        Err(StoreError::NoSpace)
+    }
+}
+
+/// Request-level validation before proposing (etcd's checkPutRequest and friends).
+pub(crate) fn check_put(r: &pb::PutRequest) -> Result<()> {
+    if r.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    if r.ignore_value && !r.value.is_empty() {
+        return Err(StoreError::ValueProvided);
+    }
+    if r.ignore_lease && r.lease != 0 {
+        return Err(StoreError::LeaseProvided);
+    }
+    Ok(())
+}
+
+pub(crate) fn check_range(r: &pb::RangeRequest) -> Result<()> {
+    if r.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    Ok(())
+}
+
+pub(crate) fn check_delete(r: &pb::DeleteRangeRequest) -> Result<()> {
+    if r.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// etcd's checkTxnRequest + checkIntervals.
+pub(crate) fn check_txn(r: &pb::TxnRequest, max_ops: usize) -> Result<()> {
+    check_txn_ops(r, max_ops)?;
+    check_intervals(&r.success)?;
+    check_intervals(&r.failure)?;
+    Ok(())
+}
+
+fn check_txn_ops(r: &pb::TxnRequest, max_ops: usize) -> Result<()> {
+    if r.compare.len() > max_ops || r.success.len() > max_ops || r.failure.len() > max_ops {
+        return Err(StoreError::TooManyOps);
+    }
+    for c in &r.compare {
+        if c.key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+    }
+    for op in r.success.iter().chain(r.failure.iter()) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(x)) => check_range(x)?,
+            Some(request_op::Request::RequestPut(x)) => check_put(x)?,
+            Some(request_op::Request::RequestDeleteRange(x)) => check_delete(x)?,
+            Some(request_op::Request::RequestTxn(x)) => check_txn_ops(x, max_ops)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Puts and deletes of one branch (with nested txns) may not touch the same key twice.
+fn check_intervals(ops: &[pb::RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<KeyRange>)> {
+    let mut dels: Vec<KeyRange> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                Some(KeyRange::from_request(&d.key, &d.range_end))
+            }
+            _ => None,
+        })
+        .collect();
+    let hits = |dels: &[KeyRange], k: &[u8]| dels.iter().any(|d| d.contains(k));
+    let mut puts: HashSet<Vec<u8>> = HashSet::new();
+    for op in ops {
+        let Some(request_op::Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
+        let (puts_then, dels_then) = check_intervals(&t.success)?;
+        let (puts_else, dels_else) = check_intervals(&t.failure)?;
+        for k in &puts_then {
+            if puts.contains(k) || hits(&dels, k) {
+                return Err(StoreError::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        for k in &puts_else {
+            // then and else are exclusive: the same key in both is fine.
+            if (puts.contains(k) && !puts_then.contains(k)) || hits(&dels, k) {
+                return Err(StoreError::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        dels.extend(dels_then);
+        dels.extend(dels_else);
+    }
+    for op in ops {
+        let Some(request_op::Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
+        if puts.contains(&p.key) || hits(&dels, &p.key) {
+            return Err(StoreError::DuplicateKey);
+        }
+        puts.insert(p.key.clone());
+    }
+    Ok((puts, dels))
+}
+
+/// Whether every range in the txn asks for a serializable read.
+pub(crate) fn txn_is_read_only(r: &pb::TxnRequest) -> bool {
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(_)) | None => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_is_read_only(t),
+            _ => false,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestPut(pb::PutRequest {
+                key: k.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn del(k: &str, end: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                pb::DeleteRangeRequest {
+                    key: k.as_bytes().to_vec(),
+                    range_end: end.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    fn txn(success: Vec<pb::RequestOp>, failure: Vec<pb::RequestOp>) -> pb::TxnRequest {
+        pb::TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_in_a_branch_are_refused() {
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")], vec![]), 128),
+            Err(StoreError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("b"), del("a", "c")], vec![]), 128),
+            Err(StoreError::DuplicateKey)
+        );
+        assert_eq!(check_txn(&txn(vec![put("a")], vec![put("a")]), 128), Ok(()));
+        let nested = pb::RequestOp {
+            request: Some(request_op::Request::RequestTxn(txn(
+                vec![put("a")],
+                vec![put("a")],
+            ))),
+        };
+        assert_eq!(check_txn(&txn(vec![nested.clone()], vec![]), 128), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![nested, put("a")], vec![]), 128),
+            Err(StoreError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("a"); 129], vec![]), 128),
+            Err(StoreError::TooManyOps)
+        );
+    }
+}
