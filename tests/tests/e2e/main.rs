@@ -2,4 +2,5 @@
 //! against kumo components started as child processes.
 
 mod store_conformance;
+mod store_durability;
 mod store_golden;
