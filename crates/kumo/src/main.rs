@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+/// Every component serves many small requests concurrently: mimalloc's per-thread heaps beat
+/// glibc malloc there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kumo",
@@ -20,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run an etcd v3-compatible store member.
-    Store(StoreFlags),
+    Store(Box<StoreFlags>),
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
     Snapshot {
         #[command(subcommand)]
@@ -119,6 +124,8 @@ struct StoreFlags {
     log_format: Option<String>,
 }
 
+// The binary reports a fatal error on stderr itself (logging may not be set up yet).
+#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -158,7 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg: kumo_store::StoreConfig = kumo_config::load(
                 &kumo_store::StoreConfig::default(),
                 flags.config.as_deref(),
-                &flags,
+                &*flags,
             )?;
             let cfg = cfg
                 .finish()

@@ -16,7 +16,7 @@ use crate::raft::log::LogStore;
 use crate::raft::network::Network;
 use crate::raft::sm::StateMachine;
 use crate::raft::{MemberNode, Raft, Request};
-use crate::server::{Api, routes};
+use crate::server::{Api, client_incoming, routes};
 use crate::state::{Limits, StoreState};
 use crate::watch::HeaderInfo;
 
@@ -182,7 +182,7 @@ pub async fn run(
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| StoreError::Internal(format!("listen on {u}: {e}")))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = client_incoming(listener);
         let r = routes(api.clone(), http.clone());
         tracing::info!(url = %u, "serving client requests");
         servers.push(tokio::spawn(async move {

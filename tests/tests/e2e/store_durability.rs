@@ -15,7 +15,13 @@ const WRITERS: usize = 16;
 /// key → (value, revision) of every acknowledged put.
 type Acked = Arc<Mutex<HashMap<String, (String, i64)>>>;
 
-async fn writer(endpoint: String, id: usize, cycle: usize, acked: Acked, stop: Arc<tokio::sync::Notify>) {
+async fn writer(
+    endpoint: String,
+    id: usize,
+    cycle: usize,
+    acked: Acked,
+    stop: Arc<tokio::sync::Notify>,
+) {
     let Ok(mut client) = Client::connect([endpoint.as_str()], None).await else {
         return;
     };
@@ -40,7 +46,9 @@ async fn writer(endpoint: String, id: usize, cycle: usize, acked: Acked, stop: A
 }
 
 async fn verify(endpoint: &str, acked: &Acked) {
-    let mut client = Client::connect([endpoint], None).await.expect("connect after restart");
+    let mut client = Client::connect([endpoint], None)
+        .await
+        .expect("connect after restart");
     let resp = client
         .get("durable/", Some(GetOptions::new().with_prefix()))
         .await
@@ -51,7 +59,10 @@ async fn verify(endpoint: &str, acked: &Acked) {
         .map(|kv| {
             (
                 kv.key_str().expect("utf8 key").to_string(),
-                (kv.value_str().expect("utf8 value").to_string(), kv.mod_revision()),
+                (
+                    kv.value_str().expect("utf8 value").to_string(),
+                    kv.mod_revision(),
+                ),
             )
         })
         .collect();
@@ -97,5 +108,8 @@ async fn acknowledged_puts_survive_kill_9() {
         verify(&store.endpoint(), &acked).await;
     }
     let n = acked.lock().expect("lock").len();
-    assert!(n > CYCLES * WRITERS, "too few acknowledged writes to mean anything: {n}");
+    assert!(
+        n > CYCLES * WRITERS,
+        "too few acknowledged writes to mean anything: {n}"
+    );
 }

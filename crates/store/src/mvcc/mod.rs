@@ -179,10 +179,10 @@ impl Mvcc {
     pub fn db_size_in_use(&self) -> u64 {
         let size = self.db_size();
         let db = self.db.read();
-        let stats = db.begin_write().and_then(|w| {
+        let stats = db.begin_write().map(|w| {
             let s = w.stats();
             w.abort().ok();
-            Ok(s)
+            s
         });
         match stats {
             Ok(Ok(s)) => size.saturating_sub(s.fragmented_bytes()),

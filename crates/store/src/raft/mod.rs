@@ -2,6 +2,9 @@
 //! write-ahead log ([`log::LogStore`]) before it is acknowledged, then applied to the MVCC
 //! state machine ([`sm::StateMachine`]).
 
+// openraft's trait signatures fix the (large) `StorageError` type.
+#![allow(clippy::result_large_err)]
+
 pub mod log;
 pub mod network;
 pub mod sm;
@@ -51,6 +54,9 @@ pub enum Request {
     LeaseGrant(pb::LeaseGrantRequest),
     LeaseRevoke(pb::LeaseRevokeRequest),
     Alarm(pb::AlarmRequest),
+    /// Requests of many concurrent clients proposed as one entry (one WAL sync for all);
+    /// applied one after the other exactly as separate entries would be.
+    Batch(Vec<Request>),
 }
 
 impl Request {
@@ -63,6 +69,7 @@ impl Request {
             Request::LeaseGrant(_) => 5,
             Request::LeaseRevoke(_) => 6,
             Request::Alarm(_) => 7,
+            Request::Batch(_) => 8,
         }
     }
 
@@ -76,6 +83,7 @@ impl Request {
             Request::LeaseGrant(r) => r.encoded_len(),
             Request::LeaseRevoke(r) => r.encoded_len(),
             Request::Alarm(r) => r.encoded_len(),
+            Request::Batch(rs) => rs.iter().map(|r| 4 + r.encoded_len()).sum(),
         }
     }
 
@@ -90,11 +98,24 @@ impl Request {
             Request::LeaseGrant(r) => r.encode(out),
             Request::LeaseRevoke(r) => r.encode(out),
             Request::Alarm(r) => r.encode(out),
+            Request::Batch(rs) => {
+                for r in rs {
+                    let at = out.len();
+                    out.extend_from_slice(&[0; 4]);
+                    r.encode(out);
+                    let len = (out.len() - at - 4) as u32;
+                    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+                Ok(())
+            }
         };
     }
 
     /// Decodes an encoded request; `None` for anything malformed.
     pub fn decode(b: &[u8]) -> Option<Request> {
+        if b.len() > u32::MAX as usize {
+            return None;
+        }
         let (tag, body) = b.split_first()?;
         Some(match tag {
             1 => Request::Put(Message::decode(body).ok()?),
@@ -104,6 +125,20 @@ impl Request {
             5 => Request::LeaseGrant(Message::decode(body).ok()?),
             6 => Request::LeaseRevoke(Message::decode(body).ok()?),
             7 => Request::Alarm(Message::decode(body).ok()?),
+            8 => {
+                let mut rs = Vec::new();
+                let mut p = body;
+                while !p.is_empty() {
+                    let len = u32::from_be_bytes(p.get(..4)?.try_into().ok()?) as usize;
+                    let sub = p.get(4..4 + len)?;
+                    match Request::decode(sub)? {
+                        Request::Batch(_) => return None,
+                        r => rs.push(r),
+                    }
+                    p = &p[4 + len..];
+                }
+                Request::Batch(rs)
+            }
             _ => return None,
         })
     }
@@ -119,6 +154,7 @@ impl std::fmt::Display for Request {
             Request::LeaseGrant(l) => write!(f, "lease_grant({})", l.id),
             Request::LeaseRevoke(l) => write!(f, "lease_revoke({})", l.id),
             Request::Alarm(_) => f.write_str("alarm"),
+            Request::Batch(rs) => write!(f, "batch({})", rs.len()),
         }
     }
 }
@@ -138,6 +174,7 @@ pub enum Response {
     LeaseGrant(pb::LeaseGrantResponse),
     LeaseRevoke(pb::LeaseRevokeResponse),
     Alarm(pb::AlarmResponse),
+    Batch(Vec<Response>),
     Error(StoreError),
     /// Blank and membership entries.
     None,

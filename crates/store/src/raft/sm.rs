@@ -74,11 +74,14 @@ impl StoreState {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     Response::None
                 }
-                EntryPayload::Normal(req) => match self.apply_request(&mut w, req, &mut after) {
-                    Ok(r) => r,
-                    Err(StoreError::Internal(e)) => return Err(sm_err(ErrorVerb::Write, e)),
-                    Err(e) => Response::Error(e),
-                },
+                EntryPayload::Normal(crate::raft::Request::Batch(reqs)) => {
+                    let mut rs = Vec::with_capacity(reqs.len());
+                    for req in reqs {
+                        rs.push(self.apply_one(&mut w, req, &mut after)?);
+                    }
+                    Response::Batch(rs)
+                }
+                EntryPayload::Normal(req) => self.apply_one(&mut w, req, &mut after)?,
             };
             out.push(resp);
         }
@@ -108,6 +111,19 @@ impl StoreState {
             });
         }
         Ok(out)
+    }
+
+    fn apply_one(
+        &self,
+        w: &mut BatchWriter<'_>,
+        req: &Request,
+        after: &mut After,
+    ) -> Result<Response, StorageError> {
+        match self.apply_request(w, req, after) {
+            Ok(r) => Ok(r),
+            Err(StoreError::Internal(e)) => Err(sm_err(ErrorVerb::Write, e)),
+            Err(e) => Ok(Response::Error(e)),
+        }
     }
 
     fn apply_request(
@@ -207,6 +223,7 @@ impl StoreState {
                     header: rev_header(w.rev()),
                 }))
             }
+            Request::Batch(_) => Err(StoreError::Unimplemented("nested batch".into())),
             Request::Alarm(a) => {
                 let mut alarms = self.alarms.lock();
                 let item = (a.member_id, a.alarm);
@@ -223,10 +240,8 @@ impl StoreState {
                         alarms.insert(item);
                         resp.alarms.push(member);
                     }
-                    Ok(AlarmAction::Deactivate) => {
-                        if alarms.remove(&item) {
-                            resp.alarms.push(member);
-                        }
+                    Ok(AlarmAction::Deactivate) if alarms.remove(&item) => {
+                        resp.alarms.push(member);
                     }
                     _ => {}
                 }
@@ -489,9 +504,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Applying is short CPU work (the redb commit is not synced), done in place.
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let state = self.state.clone();
-        tokio::task::block_in_place(move || state.apply_batch(entries))
+        self.state.apply_batch(entries)
     }
 
     async fn get_snapshot_builder(&mut self) -> StateMachine {

@@ -1,6 +1,7 @@
 //! The etcd v3 gRPC services (KV, Watch, Lease, Maintenance, Cluster, Auth) over the Raft
 //! group and the state machine.
 
+mod authority;
 mod services;
 
 use std::collections::HashSet;
@@ -8,12 +9,14 @@ use std::sync::Arc;
 
 use kumo_etcd_proto::pb::{self, request_op};
 use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
 use crate::mvcc::KeyRange;
 use crate::raft::{MemberNode, Raft, Request, Response};
 use crate::state::StoreState;
 
+pub use authority::{AuthorityFix, client_incoming};
 pub use services::routes;
 
 /// Version reported by Maintenance.Status: the etcd API level kumo store implements.
@@ -26,6 +29,103 @@ pub struct Api {
     pub(crate) raft: Raft,
     pub(crate) member_id: u64,
     pub(crate) member: MemberNode,
+    proposals: mpsc::UnboundedSender<(Request, oneshot::Sender<Result<Response>>)>,
+    reads: mpsc::UnboundedSender<oneshot::Sender<Result<()>>>,
+}
+
+/// Proposals in flight at once: one being synced while the next one queues at the leader.
+const PROPOSALS_IN_FLIGHT: usize = 2;
+/// Most requests folded into one Raft entry.
+const MAX_BATCH: usize = 2048;
+
+/// Turns concurrent client writes into few Raft entries: while earlier proposals are in
+/// flight, new requests queue up and go together as one `Request::Batch` (one WAL sync).
+async fn run_proposer(
+    raft: Raft,
+    metrics: crate::metrics::Metrics,
+    mut rx: mpsc::UnboundedReceiver<(Request, oneshot::Sender<Result<Response>>)>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (reqs, txs): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
+            let req = if reqs.len() == 1 {
+                reqs.into_iter().next().expect("one")
+            } else {
+                Request::Batch(reqs)
+            };
+            let n = txs.len();
+            let outcome = match raft.client_write(req).await {
+                Ok(r) => Ok(r.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err(StoreError::NoLeader)
+                }
+                Err(e) => Err(StoreError::internal(e)),
+            };
+            match outcome {
+                Ok(Response::Batch(rs)) if rs.len() == n => {
+                    for (tx, r) in txs.into_iter().zip(rs) {
+                        let _ = tx.send(Ok(r));
+                    }
+                }
+                Ok(r) if n == 1 => {
+                    for tx in txs {
+                        let _ = tx.send(Ok(r.clone()));
+                    }
+                }
+                Ok(other) => {
+                    for tx in txs {
+                        let _ = tx.send(Err(StoreError::Internal(format!(
+                            "unexpected batch result {other:?}"
+                        ))));
+                    }
+                }
+                Err(e) => {
+                    for _ in 0..n {
+                        metrics.proposal_failed();
+                    }
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Shares one read-index round among all linearizable reads that arrived while the previous
+/// round was running (etcd's linearizable read loop).
+async fn run_read_barrier(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<()>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let r = raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::NoLeader);
+        for w in waiters {
+            let _ = w.send(r.clone());
+        }
+    }
 }
 
 impl std::fmt::Debug for Api {
@@ -37,12 +137,20 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
+    /// Creates the API handle and starts its proposal batcher and read barrier (needs a
+    /// Tokio runtime).
     pub fn new(state: Arc<StoreState>, raft: Raft, member_id: u64, member: MemberNode) -> Api {
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let (rtx, rrx) = mpsc::unbounded_channel();
+        tokio::spawn(run_proposer(raft.clone(), state.metrics.clone(), prx));
+        tokio::spawn(run_read_barrier(raft.clone(), rrx));
         Api {
             state,
             raft,
             member_id,
             member,
+            proposals: ptx,
+            reads: rtx,
         }
     }
 
@@ -62,30 +170,22 @@ impl Api {
         if req.encoded_len() > self.state.limits.max_request_bytes {
             return Err(StoreError::RequestTooLarge);
         }
-        match self.raft.client_write(req).await {
-            Ok(r) => match r.data {
-                Response::Error(e) => Err(e),
-                other => Ok(other),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                self.state.metrics.proposal_failed();
-                Err(StoreError::NoLeader)
-            }
-            Err(e) => {
-                self.state.metrics.proposal_failed();
-                Err(StoreError::internal(e))
-            }
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send((req, tx))
+            .map_err(|_| StoreError::NoLeader)?;
+        match rx.await.map_err(|_| StoreError::NoLeader)?? {
+            Response::Error(e) => Err(e),
+            other => Ok(other),
         }
     }
 
     /// Waits until this member has applied everything committed before the call (a
     /// linearizable read point).
     pub async fn linearizable(&self) -> Result<()> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|_| StoreError::NoLeader)
+        let (tx, rx) = oneshot::channel();
+        self.reads.send(tx).map_err(|_| StoreError::NoLeader)?;
+        rx.await.map_err(|_| StoreError::NoLeader)?
     }
 
     /// Raises the NOSPACE alarm when a write of `cost` bytes would exceed the quota.

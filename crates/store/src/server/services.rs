@@ -48,8 +48,7 @@ impl Api {
         if !r.serializable {
             self.linearizable().await?;
         }
-        let state = self.state.clone();
-        let mut resp = tokio::task::block_in_place(|| state.mvcc.range(&r))?;
+        let mut resp = self.state.mvcc.range(&r)?;
         self.fill(&mut resp.header);
         Ok(resp)
     }
