@@ -110,10 +110,10 @@ struct StoreFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     election_timeout: Option<u64>,
-    /// Seconds between watch progress notifications.
-    #[arg(long)]
+    /// Interval between watch progress notifications (e.g. 10m, 30s).
+    #[arg(long, alias = "experimental-watch-progress-notify-interval")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    watch_progress_notify_interval: Option<u64>,
+    watch_progress_notify_interval: Option<String>,
     /// Log level or tracing filter.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -36,8 +36,9 @@ pub struct StoreConfig {
     pub heartbeat_interval: u64,
     /// Raft election timeout, milliseconds.
     pub election_timeout: u64,
-    /// Seconds between watch progress notifications.
-    pub watch_progress_notify_interval: u64,
+    /// Interval between watch progress notifications (`10m`, `30s`, `500ms`; a bare number
+    /// is seconds).
+    pub watch_progress_notify_interval: String,
     /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter).
     pub log_level: String,
     /// `text` or `json`.
@@ -64,7 +65,7 @@ impl Default for StoreConfig {
             snapshot_count: 10_000,
             heartbeat_interval: 100,
             election_timeout: 1000,
-            watch_progress_notify_interval: 600,
+            watch_progress_notify_interval: "10m".into(),
             log_level: "info".into(),
             log_format: "text".into(),
         }
@@ -101,6 +102,8 @@ impl StoreConfig {
         {
             parse_listen_url(u).map_err(|e| format!("listen URL {u:?}: {e}"))?;
         }
+        parse_duration(&self.watch_progress_notify_interval)
+            .map_err(|e| format!("watch-progress-notify-interval: {e}"))?;
         if self.max_request_bytes == 0 {
             return Err("max-request-bytes: must be positive".into());
         }
@@ -113,10 +116,54 @@ impl StoreConfig {
         Ok(self)
     }
 
+    /// The watch progress notification interval.
+    pub fn progress_interval(&self) -> std::time::Duration {
+        parse_duration(&self.watch_progress_notify_interval)
+            .unwrap_or(std::time::Duration::from_secs(600))
+            .max(std::time::Duration::from_millis(100))
+    }
+
     /// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second.
     pub fn min_lease_ttl(&self) -> i64 {
         (self.election_timeout * 3 / 2).div_ceil(1000) as i64
     }
+}
+
+/// Parses a Go-style duration (`1h`, `10m`, `30s`, `250ms`, or a combination like `1m30s`);
+/// a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(n));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in {s:?}"))?;
+        let (num, tail) = rest.split_at(digits);
+        let n: f64 = num.parse().map_err(|_| format!("bad number in {s:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let secs = match unit {
+            "h" => n * 3600.0,
+            "m" => n * 60.0,
+            "s" => n,
+            "ms" => n / 1000.0,
+            "us" | "µs" => n / 1e6,
+            "ns" => n / 1e9,
+            _ => return Err(format!("unknown unit {unit:?} in {s:?}")),
+        };
+        total += std::time::Duration::from_secs_f64(secs);
+        rest = next;
+    }
+    Ok(total)
 }
 
 /// `http://HOST:PORT` → socket address. (`https://` needs TLS flags, not supported yet.)
@@ -133,4 +180,20 @@ pub fn parse_listen_url(u: &str) -> Result<std::net::SocketAddr, String> {
     hostport
         .parse()
         .map_err(|e| format!("not HOST:PORT with an IP host: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
 }

@@ -103,7 +103,7 @@ pub async fn run(
         quota_backend_bytes: cfg.quota_backend_bytes,
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
-        progress_interval: Duration::from_secs(cfg.watch_progress_notify_interval.max(1)),
+        progress_interval: cfg.progress_interval(),
     };
     let db = db_path(&cfg.data_dir);
     let state = {
@@ -190,6 +190,9 @@ pub async fn run(
                 .accept_http1(true)
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .layer(tower::util::MapResponseLayer::new(
+                    crate::server::etcd_status_compat,
+                ))
                 .add_routes(r)
                 .serve_with_incoming(incoming)
                 .await;

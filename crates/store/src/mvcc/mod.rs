@@ -290,6 +290,8 @@ impl Mvcc {
         let r = db.begin_read()?;
         let kv = r.open_table(KV)?;
         let mut h = crc32fast::Hasher::new();
+        // Like etcd, the hash starts from the bucket name: an empty store hashes non-zero.
+        h.update(b"key");
         for row in kv.range((0u64, 0u64)..=(rev as u64, u64::MAX))? {
             let (k, v) = row?;
             let (main, sub) = k.value();
@@ -775,7 +777,8 @@ pub mod snapshot {
         pub raft_membership: Option<Vec<u8>>,
     }
 
-    /// Serializes the whole database at one point in time.
+    /// Serializes the whole database at one point in time (without the checksum trailer:
+    /// see [`checksum`]).
     pub fn dump(m: &Mvcc) -> Result<(Vec<u8>, DumpInfo)> {
         let mut out = Vec::from(MAGIC);
         let mut info = DumpInfo::default();
@@ -811,9 +814,15 @@ pub mod snapshot {
             Ok(())
         })?;
         out.push(T_END);
-        let digest = Sha256::digest(&out);
-        out.extend_from_slice(&digest);
+        // Like an etcd (bbolt) snapshot, the body is a whole number of 512-byte blocks, so
+        // etcdctl finds the SHA-256 trailer where it expects it.
+        out.resize(out.len().div_ceil(512) * 512, 0);
         Ok((out, info))
+    }
+
+    /// The SHA-256 trailer of a dumped body.
+    pub fn checksum(body: &[u8]) -> [u8; 32] {
+        Sha256::digest(body).into()
     }
 
     fn bad(msg: &str) -> StoreError {

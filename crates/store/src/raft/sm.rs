@@ -533,7 +533,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let state = self.state.clone();
         let res = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let (data, info) = mvcc::snapshot::dump(&state.mvcc)?;
+            let (mut data, info) = mvcc::snapshot::dump(&state.mvcc)?;
+            let sum = mvcc::snapshot::checksum(&data);
+            data.extend_from_slice(&sum);
             // The metadata must describe exactly what the dump holds.
             let last_log_id = info.raft_applied.as_deref().and_then(decode_log_id);
             let last_membership = match info.raft_membership.as_deref() {

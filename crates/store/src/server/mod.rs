@@ -34,7 +34,7 @@ pub struct Api {
 }
 
 /// Proposals in flight at once: one being synced while the next one queues at the leader.
-const PROPOSALS_IN_FLIGHT: usize = 2;
+const PROPOSALS_IN_FLIGHT: usize = 1;
 /// Most requests folded into one Raft entry.
 const MAX_BATCH: usize = 2048;
 
@@ -212,6 +212,58 @@ impl Api {
     }
 }
 
+/// tonic reports a request over the size limit as `OutOfRange` "Error, decoded message length
+/// too large: found N bytes, the limit is: M bytes"; etcd (grpc-go) as `ResourceExhausted`
+/// "grpc: received message larger than max (N vs. M)". Rewrites the former into the latter so
+/// clients see what etcd would say.
+pub fn etcd_status_compat<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return resp;
+    }
+    let Some(msg) = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+    else {
+        return resp;
+    };
+    let Some(rest) = msg.strip_prefix("Error, decoded message length too large: found ") else {
+        return resp;
+    };
+    let mut nums = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    if let (Some(found), Some(limit)) = (nums.next(), nums.next()) {
+        let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+            headers.insert("grpc-message", v);
+        }
+    }
+    resp
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Request-level validation before proposing (etcd's checkPutRequest and friends).
 pub(crate) fn check_put(r: &pb::PutRequest) -> Result<()> {
     if r.key.is_empty() {
@@ -359,6 +411,33 @@ mod tests {
             success,
             failure,
         }
+    }
+
+    #[test]
+    fn oversize_requests_are_reported_like_grpc_go() {
+        let resp = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                "Error,%20decoded%20message%20length%20too%20large:%20found%203145744%20bytes,%20the%20limit%20is:%202097152%20bytes",
+            )
+            .body(())
+            .expect("response");
+        let resp = etcd_status_compat(resp);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "grpc: received message larger than max (3145744 vs. 2097152)"
+        );
+        let other = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                "etcdserver: mvcc: required revision is a future revision",
+            )
+            .body(())
+            .expect("response");
+        assert_eq!(etcd_status_compat(other).headers()["grpc-status"], "11");
     }
 
     #[test]

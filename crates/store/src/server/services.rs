@@ -431,14 +431,15 @@ impl Maintenance for Api {
                             alarm: *a,
                         })
                         .collect();
+                    // etcd 3.4's alarm responses carry no header.
                     Ok(pb::AlarmResponse {
-                        header: self.header(self.state.mvcc.current_rev()),
+                        header: None,
                         alarms,
                     })
                 }
                 Ok(_) => match self.propose(Request::Alarm(r)).await? {
                     Response::Alarm(mut a) => {
-                        self.fill(&mut a.header);
+                        a.header = None;
                         Ok(a)
                     }
                     other => Err(Self::unexpected(other)),
@@ -492,9 +493,8 @@ impl Maintenance for Api {
             .await
             .map_err(StoreError::internal)
             .and_then(|r| r)
-            .map(|_| pb::DefragmentResponse {
-                header: self.header(self.state.mvcc.current_rev()),
-            });
+            // etcd 3.4 answers a defragment with an empty response.
+            .map(|_| pb::DefragmentResponse { header: None });
         self.done("Defragment", res)
     }
 
@@ -538,33 +538,36 @@ impl Maintenance for Api {
             .await
             .map_err(StoreError::internal)
             .and_then(|r| r);
-        let (data, info) = match dumped {
+        let (data, _info) = match dumped {
             Ok(d) => d,
             Err(e) => {
                 self.state.metrics.request("Snapshot", e.code());
                 return Err(e.into());
             }
         };
-        let header = self.header(info.rev);
+        // etcd 3.4's stream: data chunks counting down `remaining_bytes`, then one message
+        // holding the SHA-256 of the data.
         const CHUNK: usize = 32 * 1024;
         let total = data.len();
-        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = data
+        let sum = crate::mvcc::snapshot::checksum(&data);
+        let mut chunks: Vec<Result<pb::SnapshotResponse, Status>> = data
             .chunks(CHUNK)
             .enumerate()
             .map(|(i, c)| {
-                let sent = i * CHUNK + c.len();
                 Ok(pb::SnapshotResponse {
-                    header: if i == 0 { header } else { None },
-                    remaining_bytes: (total - sent) as u64,
+                    header: None,
+                    remaining_bytes: (total - (i * CHUNK + c.len())) as u64,
                     blob: c.to_vec(),
-                    version: if i == 0 {
-                        ETCD_API_VERSION.to_string()
-                    } else {
-                        String::new()
-                    },
+                    version: String::new(),
                 })
             })
             .collect();
+        chunks.push(Ok(pb::SnapshotResponse {
+            header: None,
+            remaining_bytes: 0,
+            blob: sum.to_vec(),
+            version: String::new(),
+        }));
         self.state.metrics.request("Snapshot", tonic::Code::Ok);
         Ok(GrpcResponse::new(Box::pin(tokio_stream::iter(chunks))))
     }

@@ -466,8 +466,7 @@ async fn watch_progress_notify(cx: Ctx) -> Result<()> {
     Ok(())
 }
 conformance!(watch_progress_notify => watch_progress_notify_etcd, watch_progress_notify_kumo;
-    etcd_args = ["--experimental-watch-progress-notify-interval", "1s"];
-    kumo_args = ["--watch-progress-notify-interval", "1"]);
+    args = ["--experimental-watch-progress-notify-interval", "1s"]);
 
 /// Events of one revision (a txn) arrive in one response, in op order, with the same revision.
 async fn watch_txn_events(cx: Ctx) -> Result<()> {
