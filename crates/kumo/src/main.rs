@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a local kumo control plane and supervise it until Ctrl-C.
+    Up(UpFlags),
     /// Run an etcd v3-compatible store member.
     Store(Box<StoreFlags>),
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
@@ -31,6 +33,19 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+}
+
+#[derive(Args, Debug)]
+struct UpFlags {
+    /// Where the components keep data and logs (default: ~/.kumo).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Client port of the store.
+    #[arg(long, default_value_t = 2379)]
+    store_port: u16,
+    /// Metrics port of the store.
+    #[arg(long, default_value_t = 2381)]
+    store_metrics_port: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,8 +174,55 @@ async fn shutdown_signal() {
     }
 }
 
+/// Waits until `port` on 127.0.0.1 accepts connections, then tells the user how to use it.
+#[allow(clippy::print_stdout)]
+async fn announce(comps: Vec<String>, data_dir: PathBuf, store_port: u16) {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", store_port))
+            .await
+            .is_ok()
+        {
+            println!(
+                "kumo is up ({}), data and logs in {}",
+                comps.join(", "),
+                data_dir.display()
+            );
+            println!(
+                "  store:  ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:{store_port} endpoint status -w table"
+            );
+            println!("  kubectl access arrives with the apiserver; stop with Ctrl-C.");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tracing::error!(
+        "the store did not start listening; see the logs in {}",
+        data_dir.display()
+    );
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Up(flags) => {
+            kumo_config::init_logging("info", kumo_config::LogFormat::Text);
+            let data_dir = match flags.data_dir {
+                Some(d) => d,
+                None => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
+                    .join(".kumo"),
+            };
+            let cfg = kumo_up::UpConfig {
+                exe: std::env::current_exe()?,
+                data_dir: data_dir.clone(),
+                store_port: flags.store_port,
+                store_metrics_port: flags.store_metrics_port,
+            };
+            let names = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
+            runtime()?.block_on(async move {
+                tokio::spawn(announce(names, data_dir, flags.store_port));
+                kumo_up::run(cfg, shutdown_signal()).await
+            })?;
+            Ok(())
+        }
         Command::Store(flags) => {
             let cfg: kumo_store::StoreConfig = kumo_config::load(
                 &kumo_store::StoreConfig::default(),

@@ -1,0 +1,161 @@
+//! `kumo up`: a local control plane from one command.
+//!
+//! Each component runs as a child process of the same `kumo` binary and is supervised like
+//! supervisord supervises the kubelet: a component that exits is restarted with exponential
+//! backoff (reset after it stayed up for a while), and stopping `kumo up` stops every child.
+//! Today the plan holds the store; the apiserver, scheduler, controller-manager, kubelets and
+//! the federation join it as their issues land.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// What `kumo up` starts.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// The `kumo` binary to run the components with.
+    pub exe: PathBuf,
+    /// Where every component keeps its data and logs.
+    pub data_dir: PathBuf,
+    /// Client port of the store.
+    pub store_port: u16,
+    /// Metrics port of the store.
+    pub store_metrics_port: u16,
+}
+
+/// One supervised component.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The components of a local cluster, in start order.
+pub fn plan(cfg: &UpConfig) -> Vec<Component> {
+    let store_dir = cfg.data_dir.join("store");
+    vec![Component {
+        name: "store".into(),
+        args: vec![
+            "store".into(),
+            "--name".into(),
+            "kumo-local".into(),
+            "--data-dir".into(),
+            store_dir.display().to_string(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{}", cfg.store_port),
+            "--listen-metrics-urls".into(),
+            format!("http://127.0.0.1:{}", cfg.store_metrics_port),
+        ],
+        log: cfg.data_dir.join("logs").join("store.log"),
+    }]
+}
+
+fn prepare(dir: &Path) -> Result<(), UpError> {
+    std::fs::create_dir_all(dir).map_err(|source| UpError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn spawn(exe: &Path, c: &Component) -> std::io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&c.log)?;
+    Command::new(exe)
+        .args(&c.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Keeps one component running until `stop` fires; then stops it.
+async fn supervise(exe: PathBuf, c: Component, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = Instant::now();
+        let mut child = match spawn(&exe, &c) {
+            Ok(ch) => ch,
+            Err(e) => {
+                tracing::error!(component = %c.name, error = %e, "cannot start component");
+                return;
+            }
+        };
+        tracing::info!(component = %c.name, pid = child.id(), log = %c.log.display(), "started");
+        tokio::select! {
+            status = child.wait() => {
+                let up = started.elapsed();
+                if up > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(250);
+                }
+                tracing::warn!(component = %c.name, ?status, restart_in = ?backoff, "component exited; restarting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            _ = stop.changed() => {
+                terminate(&mut child, &c.name).await;
+                return;
+            }
+        }
+    }
+}
+
+/// SIGTERM, a grace period, then SIGKILL.
+async fn terminate(child: &mut Child, name: &str) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
+            tracing::info!(component = %name, "stopped");
+            return;
+        }
+    }
+    let _ = child.kill().await;
+    tracing::warn!(component = %name, "killed after the grace period");
+}
+
+/// Starts every component and supervises them until `shutdown` resolves.
+pub async fn run(
+    cfg: UpConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Vec<Component>, UpError> {
+    prepare(&cfg.data_dir.join("logs"))?;
+    let components = plan(&cfg);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for c in &components {
+        tasks.push(tokio::spawn(supervise(
+            cfg.exe.clone(),
+            c.clone(),
+            rx.clone(),
+        )));
+    }
+    shutdown.await;
+    let _ = tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(components)
+}
