@@ -22,16 +22,24 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 /// Tools the test suite drives, and the Debian packages that provide them.
-const TOOLS: &[&str] = &["etcd", "etcdctl", "protoc"];
-const APT_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "protobuf-compiler"];
+const TOOLS: &[&str] = &["etcd", "etcdctl", "protoc", "prometheus", "promtool"];
+/// Installed with `--no-install-recommends`: prometheus' recommends would pull exporters and
+/// start services; `libprotobuf-dev` (the well-known .proto files protoc needs) is named.
+const APT_PACKAGES: &[&str] = &[
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    "prometheus",
+];
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
   test [--no-fmt] [--no-clippy] [--no-install] [-- ARGS…]
-        install missing peers (apt: etcd-server etcd-client protobuf-compiler), cargo fmt --check,
-        cargo clippy -D warnings, cargo build -p kumo, then
+        install missing peers (apt: etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus),
+        cargo fmt --check, cargo clippy -D warnings, cargo build -p kumo, then
         cargo nextest run --workspace --no-fail-fast ARGS… (cargo test when nextest is absent)
   bench store [--quick] [--only etcd|kumo] [--duration SECS] [--clients 1,64,500]
               [--loads m,l,xl | --no-check-perf] [-- STORE_BENCH_ARGS…]
@@ -86,7 +94,7 @@ fn test(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut steps = Steps::default();
 
-    steps.run("ensure etcd, etcdctl and protoc", || {
+    steps.run("ensure the real peers (etcd, etcdctl, protoc, prometheus)", || {
         if install {
             ensure_tools()
         } else {
@@ -215,11 +223,11 @@ fn ensure_tools() -> Result<()> {
         // The install below may still work from the cached lists; it fails loudly if not.
         println!("xtask: warning: `apt-get update` failed ({e:#}); trying the install anyway");
     }
-    let mut install = vec!["install", "-y"];
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend_from_slice(APT_PACKAGES);
     apt(&install).with_context(|| {
         format!(
-            "`apt-get install -y {}` failed: the tests need etcd, etcdctl and protoc \
+            "`apt-get install -y {}` failed: the tests need etcd, etcdctl, protoc and prometheus \
              (is the Debian package mirror reachable?)",
             APT_PACKAGES.join(" ")
         )
@@ -345,7 +353,7 @@ fn bench_store(args: &[String]) -> Result<()> {
     let root = workspace_root();
     let mut steps = Steps::default();
 
-    steps.run("ensure etcd, etcdctl and protoc", ensure_tools)?;
+    steps.run("ensure the real peers (etcd, etcdctl, protoc, prometheus)", ensure_tools)?;
 
     // With `--only etcd` the kumo binary is not needed; don't make the bench depend on it.
     let mut build: Vec<&str> = vec!["build", "--release"];

@@ -45,6 +45,15 @@ impl From<figment::Error> for ConfigError {
                     )
                     .unwrap_or_default();
                 let kind = err.kind.to_string();
+                // Name the exact variable rather than "`KUMO_` environment variable(s)".
+                let src = if src.contains("environment variable") && !key.is_empty() {
+                    format!(
+                        "environment variable KUMO_{}",
+                        key.to_ascii_uppercase().replace(['-', '.'], "_")
+                    )
+                } else {
+                    src
+                };
                 match (key.is_empty(), src.is_empty()) {
                     (false, false) => format!("key `{key}` (from {src}): {kind}"),
                     (false, true) => format!("key `{key}`: {kind}"),
@@ -102,7 +111,7 @@ where
         };
     }
     let env = Env::prefixed("KUMO_")
-        .map(|k| k.as_str().replace('_', "-").into())
+        .map(|k| k.as_str().to_ascii_lowercase().replace('_', "-").into())
         .filter(move |k| known.iter().any(|n| n.as_str() == k.as_str()));
     fig = fig.merge(env).merge(Serialized::globals(flags));
     Ok(fig.extract()?)
@@ -209,6 +218,31 @@ mod tests {
         std::fs::write(&yaml, "data-dir: from-yaml\n").expect("write");
         let c: Conf = load(&defaults(), Some(&yaml), &Flags::default()).expect("load");
         assert_eq!(c.data_dir, "from-yaml");
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+    struct EnvConf {
+        config_env_test_value: u64,
+    }
+
+    #[test]
+    fn env_beats_defaults_and_bad_env_names_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = EnvConf {
+                config_env_test_value: 1,
+            };
+            jail.set_env("KUMO_CONFIG_ENV_TEST_VALUE", "42");
+            let c: EnvConf = load(&defaults, None, &Flags::default()).expect("load");
+            assert_eq!(c.config_env_test_value, 42);
+            jail.set_env("KUMO_CONFIG_ENV_TEST_VALUE", "many");
+            let err = load::<EnvConf, _>(&defaults, None, &Flags::default())
+                .expect_err("must fail")
+                .to_string();
+            assert!(err.contains("config-env-test-value"), "{err}");
+            assert!(err.contains("KUMO_CONFIG_ENV_TEST_VALUE"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

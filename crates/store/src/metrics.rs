@@ -195,6 +195,8 @@ impl Metrics {
         }
         i.is_leader.set(s.is_leader as i64);
         i.proposals_committed.set(s.committed as i64);
+        // Like etcd: the applied index, comparable with the committed one across restarts.
+        i.proposals_applied.set(s.applied as i64);
         i.proposals_pending
             .set(s.committed.saturating_sub(s.applied) as i64);
         i.db_size.set(s.db_size as i64);
