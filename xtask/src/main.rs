@@ -94,14 +94,17 @@ fn test(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut steps = Steps::default();
 
-    steps.run("ensure the real peers (etcd, etcdctl, protoc, prometheus)", || {
-        if install {
-            ensure_tools()
-        } else {
-            report_tools();
-            Ok(())
-        }
-    })?;
+    steps.run(
+        "ensure the real peers (etcd, etcdctl, protoc, prometheus)",
+        || {
+            if install {
+                ensure_tools()
+            } else {
+                report_tools();
+                Ok(())
+            }
+        },
+    )?;
 
     if fmt {
         steps.soft("cargo fmt --all -- --check", || {
@@ -353,7 +356,10 @@ fn bench_store(args: &[String]) -> Result<()> {
     let root = workspace_root();
     let mut steps = Steps::default();
 
-    steps.run("ensure the real peers (etcd, etcdctl, protoc, prometheus)", ensure_tools)?;
+    steps.run(
+        "ensure the real peers (etcd, etcdctl, protoc, prometheus)",
+        ensure_tools,
+    )?;
 
     // With `--only etcd` the kumo binary is not needed; don't make the bench depend on it.
     let mut build: Vec<&str> = vec!["build", "--release"];

@@ -227,6 +227,8 @@ mod tests {
     }
 
     #[test]
+    // figment's Jail closure returns figment's (large) error type.
+    #[allow(clippy::result_large_err)]
     fn env_beats_defaults_and_bad_env_names_the_variable() {
         figment::Jail::expect_with(|jail| {
             let defaults = EnvConf {

@@ -81,7 +81,7 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
-fn decode_body(b: &[u8]) -> Option<Entry> {
+pub(crate) fn decode_body(b: &[u8]) -> Option<Entry> {
     if b.len() < 25 {
         return None;
     }

@@ -131,6 +131,8 @@ impl Request {
                 while !p.is_empty() {
                     let len = u32::from_be_bytes(p.get(..4)?.try_into().ok()?) as usize;
                     let sub = p.get(4..4 + len)?;
+                    // Batches do not nest: refuse before recursing (a deep nest overflows the stack).
+                    (sub.first() != Some(&8)).then_some(())?;
                     match Request::decode(sub)? {
                         Request::Batch(_) => return None,
                         r => rs.push(r),

@@ -301,7 +301,9 @@ pub(crate) fn check_txn(r: &pb::TxnRequest, max_ops: usize) -> Result<()> {
 }
 
 fn check_txn_ops(r: &pb::TxnRequest, max_ops: usize) -> Result<()> {
-    if r.compare.len() > max_ops || r.success.len() > max_ops || r.failure.len() > max_ops {
+    // Like etcd, a nested txn may only use the ops its parent left over.
+    let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
+    if opc > max_ops {
         return Err(StoreError::TooManyOps);
     }
     for c in &r.compare {
@@ -314,8 +316,9 @@ fn check_txn_ops(r: &pb::TxnRequest, max_ops: usize) -> Result<()> {
             Some(request_op::Request::RequestRange(x)) => check_range(x)?,
             Some(request_op::Request::RequestPut(x)) => check_put(x)?,
             Some(request_op::Request::RequestDeleteRange(x)) => check_delete(x)?,
-            Some(request_op::Request::RequestTxn(x)) => check_txn_ops(x, max_ops)?,
-            None => {}
+            Some(request_op::Request::RequestTxn(x)) => check_txn_ops(x, max_ops - opc)?,
+            // etcd's checkRequestOp: an empty op is "key not found".
+            None => return Err(StoreError::KeyNotFound),
         }
     }
     Ok(())
