@@ -862,20 +862,11 @@ badinput!(grpc_bad_headers => grpc_bad_headers_etcd, grpc_bad_headers_kumo);
 /// Garbage on the client-streaming methods (Watch, LeaseKeepAlive), also after a valid
 /// message: etcd ends the stream with the decode error's status.
 ///
-/// KNOWN GAP (kumo): the watch and keep-alive loops stop reading on a decode error but end
-/// the response stream with OK; `garbage_on_streams_kumo_strict` (ignored) holds kumo to
-/// etcd's statuses. `garbage_on_streams_kumo` checks what holds today: the stream ends with a
-/// gRPC status, and the store survives.
 async fn garbage_on_streams(cx: Ctx) -> Result<()> {
-    let strict = is_etcd(&cx);
-    streams_with_garbage(cx, strict).await
+    streams_with_garbage(cx).await
 }
 
-async fn garbage_on_streams_strict(cx: Ctx) -> Result<()> {
-    streams_with_garbage(cx, true).await
-}
-
-async fn streams_with_garbage(cx: Ctx, strict: bool) -> Result<()> {
+async fn streams_with_garbage(cx: Ctx) -> Result<()> {
     let mut lying = vec![0];
     lying.extend_from_slice(&u32::MAX.to_be_bytes());
     let mut short = frame(0, &[b'x'; 100]);
@@ -924,9 +915,7 @@ async fn streams_with_garbage(cx: Ctx, strict: bool) -> Result<()> {
                 let status = r
                     .grpc()
                     .with_context(|| format!("{what}: no grpc-status: {r:?}"))?;
-                if strict {
-                    assert_eq!(status.0, code, "{what}: {r:?} ({status:?})");
-                }
+                assert_eq!(status.0, code, "{what}: {r:?} ({status:?})");
                 // The valid message may be answered before the error ends the stream (etcd
                 // may also end it first: its receive loop races its send loop).
                 let first = r.messages().into_iter().next();
@@ -949,12 +938,6 @@ async fn streams_with_garbage(cx: Ctx, strict: bool) -> Result<()> {
     Ok(())
 }
 badinput!(garbage_on_streams => garbage_on_streams_etcd, garbage_on_streams_kumo);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: kumo ends Watch/LeaseKeepAlive streams with OK on a garbage message (etcd: Internal / ResourceExhausted)"]
-async fn garbage_on_streams_kumo_strict() {
-    run(StoreKind::Kumo, garbage_on_streams_strict).await
-}
 
 /// Raw TCP: bytes that are not HTTP/2, broken HTTP/2 framing, connections closed in the
 /// middle of a frame or of a gRPC message. The store closes (or keeps) the connection and

@@ -228,20 +228,33 @@ pub fn etcd_status_compat<B>(mut resp: http::Response<B>) -> http::Response<B> {
     else {
         return resp;
     };
-    let Some(rest) = msg.strip_prefix("Error, decoded message length too large: found ") else {
-        return resp;
-    };
+    if let Some(text) = oversize_message(&msg)
+        && let Ok(v) = http::HeaderValue::from_str(&text)
+    {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// The same rewrite for a status a streaming call ends with.
+pub(crate) fn etcd_status(s: tonic::Status) -> tonic::Status {
+    match (s.code(), oversize_message(s.message())) {
+        (tonic::Code::OutOfRange, Some(text)) => tonic::Status::resource_exhausted(text),
+        _ => s,
+    }
+}
+
+/// grpc-go's text for tonic's "decoded message length too large" error.
+fn oversize_message(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("Error, decoded message length too large: found ")?;
     let mut nums = rest
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty());
-    if let (Some(found), Some(limit)) = (nums.next(), nums.next()) {
-        let text = format!("grpc: received message larger than max ({found} vs. {limit})");
-        if let Ok(v) = http::HeaderValue::from_str(&text) {
-            headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-            headers.insert("grpc-message", v);
-        }
-    }
-    resp
+    let (found, limit) = (nums.next()?, nums.next()?);
+    Some(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ))
 }
 
 fn percent_decode(s: &str) -> String {

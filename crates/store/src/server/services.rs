@@ -170,7 +170,10 @@ impl Watch for Api {
         let (stream, rx) = self.state.hub.open_stream();
         let state = self.state.clone();
         let interval = state.limits_progress_interval();
+        // A request the server cannot decode ends the stream with its status, as in etcd.
+        let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Status>();
         tokio::spawn(async move {
+            let mut err_tx = Some(err_tx);
             let kick = stream.kick();
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -188,7 +191,13 @@ impl Watch for Api {
                                 RequestUnion::ProgressRequest(_) => stream.progress().await,
                             },
                             Ok(Some(_)) => true,
-                            Ok(None) | Err(_) => false,
+                            Ok(None) => false,
+                            Err(status) => {
+                                if let Some(tx) = err_tx.take() {
+                                    let _ = tx.send(super::etcd_status(status));
+                                }
+                                false
+                            }
                         };
                         if !ok {
                             break;
@@ -207,7 +216,12 @@ impl Watch for Api {
                 }
             }
         });
-        Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        let failure = futures::StreamExt::filter_map(futures::stream::once(err_rx), |r| {
+            futures::future::ready(r.ok().map(Err))
+        });
+        Ok(GrpcResponse::new(Box::pin(
+            ReceiverStream::new(rx).map(Ok).chain(failure),
+        )))
     }
 }
 
@@ -270,7 +284,16 @@ impl Lease for Api {
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            while let Ok(Some(r)) = inbound.message().await {
+            loop {
+                let r = match inbound.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(status) => {
+                        // End the stream with the decode error, as etcd does.
+                        let _ = tx.send(Err(super::etcd_status(status))).await;
+                        break;
+                    }
+                };
                 let ttl = api.state.lessor.renew(r.id).unwrap_or(0);
                 let resp = pb::LeaseKeepAliveResponse {
                     header: api.header(api.state.mvcc.current_rev()),
