@@ -912,6 +912,11 @@ async fn streams_with_garbage(cx: Ctx) -> Result<()> {
                 let r = h2_call(&cx, path, &[GRPC_CT], &body)
                     .await?
                     .with_context(|| format!("{what}: no answer within {REPLY_TIMEOUT:?}"))?;
+                // etcd 3.4 sometimes resets the connection instead (its watch receive loop
+                // races its send loop); kumo must always answer with a status.
+                if cx.kind == StoreKind::Etcd && r.grpc().is_none() && r.reset.is_some() {
+                    continue;
+                }
                 let status = r
                     .grpc()
                     .with_context(|| format!("{what}: no grpc-status: {r:?}"))?;
