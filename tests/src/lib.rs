@@ -40,12 +40,28 @@ pub fn kumo_bin() -> PathBuf {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (the listener is dropped, so the port is free right after).
+/// A free TCP port on 127.0.0.1, picked at random below the kernel's ephemeral range
+/// (32768–60999 on Linux) so outgoing connections of other tests cannot take it between this
+/// check and the child's bind. Another test process can still race for the same port; starters
+/// that spawn servers retry on "address already in use" (see [`StoreProc::start`]).
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port: u16 = rng.random_range(20000..32000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// Whether a failed start's log says a port was taken meanwhile (kumo and etcd wording).
+fn lost_port_race(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
 }
 
 /// Which store implementation a [`StoreProc`] runs.
@@ -83,19 +99,32 @@ impl StoreProc {
     /// Starts a store of `kind` with its data under `dir` and waits until it serves requests.
     pub fn start(kind: StoreKind, dir: &Path, extra_args: &[&str]) -> Result<StoreProc> {
         std::fs::create_dir_all(dir)?;
-        let mut p = StoreProc {
-            kind,
-            name: format!("{kind}-test"),
-            data_dir: dir.join("data"),
-            client_port: free_port(),
-            peer_port: free_port(),
-            metrics_port: free_port(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            log: dir.join(format!("{kind}.log")),
-        };
-        p.spawn()?;
-        Ok(p)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut p = StoreProc {
+                kind,
+                name: format!("{kind}-test"),
+                data_dir: dir.join("data"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                metrics_port: free_port(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+                log: dir.join(format!("{kind}.log")),
+            };
+            match p.spawn() {
+                Ok(()) => return Ok(p),
+                Err(e) if attempt < 5 && lost_port_race(&format!("{e:#}")) => {
+                    // Another test took one of the ports between the check and the bind:
+                    // start over on fresh ports with an empty data dir.
+                    p.kill9();
+                    let _ = std::fs::remove_dir_all(&p.data_dir);
+                    let _ = std::fs::remove_file(&p.log);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `http://127.0.0.1:PORT` of the client (gRPC) listener.
@@ -176,7 +205,13 @@ impl StoreProc {
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 let out = etcdctl(&self.endpoint(), &["get", "kumo-test-readiness-probe"]);
-                if out.map(|o| o.status.success()).unwrap_or(false) {
+                // The answer must come from our child: if another process owns the port, the
+                // child has died of "address already in use" by now.
+                let alive = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+                if out.map(|o| o.status.success()).unwrap_or(false) && alive {
                     return Ok(());
                 }
             }
@@ -534,6 +569,24 @@ impl PrometheusProc {
     /// Starts Prometheus under `dir`, scraping `targets` (`HOST:PORT`, path `/metrics`) as job
     /// `job` every `interval`, and waits until it reports ready.
     pub fn start(
+        dir: &Path,
+        job: &str,
+        targets: &[String],
+        interval: Duration,
+    ) -> Result<PrometheusProc> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(dir, job, targets, interval) {
+                Err(e) if attempt < 5 && lost_port_race(&format!("{e:#}")) => {
+                    let _ = std::fs::remove_dir_all(dir.join("tsdb"));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(
         dir: &Path,
         job: &str,
         targets: &[String],
