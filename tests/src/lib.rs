@@ -749,3 +749,141 @@ impl Drop for PrometheusProc {
         }
     }
 }
+
+/// A running `kumo apiserver` on a store of its own (kumo store or real etcd), with the admin
+/// kubeconfig it wrote.
+pub struct ApiServerProc {
+    pub store: StoreProc,
+    pub port: u16,
+    pub cert_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ApiServerProc {
+    /// Starts a store of `kind` and an apiserver on it under `dir`; waits until kubectl can
+    /// reach it with the admin kubeconfig.
+    pub fn start(kind: StoreKind, dir: &Path, extra_args: &[&str]) -> Result<ApiServerProc> {
+        let store = StoreProc::start(kind, &dir.join("store"), &[])?;
+        let mut p = ApiServerProc {
+            store,
+            port: 0,
+            cert_dir: dir.join("pki"),
+            kubeconfig: dir.join("admin.kubeconfig"),
+            child: None,
+            log: dir.join("apiserver.log"),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            p.port = free_port();
+            let _ = std::fs::remove_file(&p.kubeconfig);
+            let logf = std::fs::File::create(&p.log)?;
+            let child = Command::new(kumo_bin())
+                .args(["apiserver", "--etcd-servers", &p.store.endpoint()])
+                .args([
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    &p.port.to_string(),
+                ])
+                .arg("--cert-dir")
+                .arg(&p.cert_dir)
+                .arg("--admin-kubeconfig")
+                .arg(&p.kubeconfig)
+                .args(extra_args)
+                .stdin(Stdio::null())
+                .stdout(logf.try_clone()?)
+                .stderr(logf)
+                .spawn()
+                .context("spawn kumo apiserver")?;
+            p.child = Some(child);
+            match p.wait_ready(Duration::from_secs(60)) {
+                Ok(()) => return Ok(p),
+                Err(e) if attempt < 5 && lost_port_race(&format!("{e:#}")) => p.kill(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!(
+                    "apiserver exited with {status} before becoming ready; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if self.kubeconfig.exists() {
+                let out = Command::new(kubectl_bin("1.33"))
+                    .arg("--kubeconfig")
+                    .arg(&self.kubeconfig)
+                    .args(["get", "--raw", "/readyz"])
+                    .output();
+                if out.is_ok_and(|o| o.status.success()) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "apiserver not ready after {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs kubectl `version` (e.g. "1.29") with the admin kubeconfig.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> Result<Output> {
+        Command::new(kubectl_bin(version))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run kubectl {version}"))
+    }
+
+    /// Stops the apiserver (the store stays up).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ApiServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The versioned kubectl binary (`/usr/lib/google-cloud-sdk/bin/kubectl.1.NN`), or
+/// `$KUBECTL_DIR/kubectl.1.NN`.
+pub fn kubectl_bin(version: &str) -> PathBuf {
+    let dir =
+        std::env::var("KUBECTL_DIR").unwrap_or_else(|_| "/usr/lib/google-cloud-sdk/bin".into());
+    PathBuf::from(dir).join(format!("kubectl.{version}"))
+}
+
+/// The kubectl versions the matrix covers.
+pub const KUBECTL_VERSIONS: &[&str] = &["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"];

@@ -105,6 +105,16 @@ fn test(args: &[String]) -> Result<()> {
             }
         },
     )?;
+    steps.run(
+        "ensure the official Python client (pip install kubernetes)",
+        || {
+            if install {
+                ensure_python_client()
+            } else {
+                Ok(())
+            }
+        },
+    )?;
 
     if fmt {
         steps.soft("cargo fmt --all -- --check", || {
@@ -245,6 +255,57 @@ fn ensure_tools() -> Result<()> {
         );
     }
     report_tools();
+    Ok(())
+}
+
+/// Makes sure `python3 -c "import kubernetes"` works: apt `python3-pip` when pip is missing,
+/// then `pip install kubernetes` (Debian 12 needs `--break-system-packages`).
+fn ensure_python_client() -> Result<()> {
+    let has = |args: &[&str]| {
+        Command::new("python3")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has(&["-c", "import kubernetes"]) {
+        println!("xtask: python kubernetes client present");
+        return Ok(());
+    }
+    if !has(&["-m", "pip", "--version"]) {
+        if which("apt-get").is_none() || !is_root() {
+            bail!("python3 with pip is needed for the Python client tests: install python3-pip");
+        }
+        let mut cmd = Command::new("apt-get");
+        cmd.args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "python3",
+            "python3-pip",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd).context("apt-get install python3-pip")?;
+    }
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--break-system-packages",
+        "kubernetes",
+    ]);
+    if run(&mut cmd).is_err() {
+        // pip without --break-system-packages support (older pip, virtualenvs)
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--quiet", "kubernetes"]);
+        run(&mut cmd).context("pip install kubernetes")?;
+    }
+    if !has(&["-c", "import kubernetes"]) {
+        bail!("pip installed kubernetes but python3 cannot import it");
+    }
     Ok(())
 }
 

@@ -28,6 +28,8 @@ enum Command {
     Up(UpFlags),
     /// Run an etcd v3-compatible store member.
     Store(Box<StoreFlags>),
+    /// Run the Kubernetes API server on an etcd v3 store (kumo store or etcd).
+    Apiserver(Box<ApiserverFlags>),
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
     Snapshot {
         #[command(subcommand)]
@@ -46,6 +48,71 @@ struct UpFlags {
     /// Metrics port of the store.
     #[arg(long, default_value_t = 2381)]
     store_metrics_port: u16,
+    /// HTTPS port of the apiserver.
+    #[arg(long, default_value_t = 6443)]
+    apiserver_port: u16,
+}
+
+/// Flags of `kumo apiserver`; names mirror kube-apiserver's.
+#[derive(Args, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ApiserverFlags {
+    /// Config file (TOML, or YAML by extension) with the same keys as the flags.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// etcd v3 endpoints (comma-separated), e.g. http://127.0.0.1:2379.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_servers: Option<Vec<String>>,
+    /// Address to serve HTTPS on.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind_address: Option<String>,
+    /// Port to serve HTTPS on (0 picks a free one).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secure_port: Option<u16>,
+    /// Directory of the cluster CA, serving and admin certificates (created on first start).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_dir: Option<PathBuf>,
+    /// Where to write the admin kubeconfig (default: <cert-dir>/admin.kubeconfig).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_kubeconfig: Option<PathBuf>,
+    /// Address advertised to clients and in the `kubernetes` Service's endpoints.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_address: Option<String>,
+    /// Extra names or addresses for the serving certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_sans: Option<Vec<String>>,
+    /// Static bearer tokens (CSV: token,user,uid,"group1,group2").
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_auth_file: Option<PathBuf>,
+    /// Accept bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in kube-system).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable_bootstrap_token_auth: Option<bool>,
+    /// RBAC (default) or AlwaysAllow (tests only).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_mode: Option<String>,
+    /// CIDR of Service ClusterIPs.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_cluster_ip_range: Option<String>,
+    /// Log level.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,30 +241,30 @@ async fn shutdown_signal() {
     }
 }
 
-/// Waits until `port` on 127.0.0.1 accepts connections, then tells the user how to use it.
+/// Waits until the apiserver answers and its kubeconfig exists, then tells the user how to use
+/// it.
 #[allow(clippy::print_stdout)]
-async fn announce(comps: Vec<String>, data_dir: PathBuf, store_port: u16) {
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", store_port))
+async fn announce(comps: Vec<String>, data_dir: PathBuf, kubeconfig: PathBuf, port: u16) {
+    for _ in 0..1200 {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .is_ok()
-        {
+            .is_ok();
+        if up && kubeconfig.exists() {
             println!(
                 "kumo is up ({}), data and logs in {}",
                 comps.join(", "),
                 data_dir.display()
             );
-            println!(
-                "  store:  ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:{store_port} endpoint status -w table"
-            );
-            println!("  kubectl access arrives with the apiserver; stop with Ctrl-C.");
+            println!("  export KUBECONFIG={}", kubeconfig.display());
+            println!("  kubectl get namespaces");
+            println!("stop with Ctrl-C.");
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     tracing::error!(
-        "the store did not start listening; see the logs in {}",
-        data_dir.display()
+        "the apiserver did not come up; see the logs in {}",
+        data_dir.join("logs").display()
     );
 }
 
@@ -215,10 +282,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 store_port: flags.store_port,
                 store_metrics_port: flags.store_metrics_port,
+                apiserver_port: flags.apiserver_port,
             };
             let names = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
+            let kubeconfig = cfg.kubeconfig();
             runtime()?.block_on(async move {
-                tokio::spawn(announce(names, data_dir, flags.store_port));
+                tokio::spawn(announce(names, data_dir, kubeconfig, flags.apiserver_port));
                 kumo_up::run(cfg, shutdown_signal()).await
             })?;
             Ok(())
@@ -239,6 +308,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
             );
             runtime()?.block_on(kumo_store::run(cfg, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Apiserver(flags) => {
+            let cfg: kumo_apiserver::ApiServerConfig = kumo_config::load(
+                &kumo_apiserver::ApiServerConfig::default(),
+                flags.config.as_deref(),
+                &*flags,
+            )?;
+            kumo_config::init_logging(
+                &cfg.log_level,
+                cfg.log_format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
+            );
+            runtime()?.block_on(async move {
+                tokio::select! {
+                    r = kumo_apiserver::run(cfg) => r.map_err(anyhow::Error::from),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })?;
             Ok(())
         }
         Command::Snapshot {

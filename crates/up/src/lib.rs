@@ -3,8 +3,8 @@
 //! Each component runs as a child process of the same `kumo` binary and is supervised like
 //! supervisord supervises the kubelet: a component that exits is restarted with exponential
 //! backoff (reset after it stayed up for a while), and stopping `kumo up` stops every child.
-//! Today the plan holds the store; the apiserver, scheduler, controller-manager, kubelets and
-//! the federation join it as their issues land.
+//! Today the plan holds the store and the apiserver; the scheduler, controller-manager,
+//! kubelets and the federation join it as their issues land.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,6 +23,15 @@ pub struct UpConfig {
     pub store_port: u16,
     /// Metrics port of the store.
     pub store_metrics_port: u16,
+    /// HTTPS port of the apiserver.
+    pub apiserver_port: u16,
+}
+
+impl UpConfig {
+    /// The admin kubeconfig the apiserver writes.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
 }
 
 /// One supervised component.
@@ -45,21 +54,40 @@ pub enum UpError {
 /// The components of a local cluster, in start order.
 pub fn plan(cfg: &UpConfig) -> Vec<Component> {
     let store_dir = cfg.data_dir.join("store");
-    vec![Component {
-        name: "store".into(),
-        args: vec![
-            "store".into(),
-            "--name".into(),
-            "kumo-local".into(),
-            "--data-dir".into(),
-            store_dir.display().to_string(),
-            "--listen-client-urls".into(),
-            format!("http://127.0.0.1:{}", cfg.store_port),
-            "--listen-metrics-urls".into(),
-            format!("http://127.0.0.1:{}", cfg.store_metrics_port),
-        ],
-        log: cfg.data_dir.join("logs").join("store.log"),
-    }]
+    vec![
+        Component {
+            name: "store".into(),
+            args: vec![
+                "store".into(),
+                "--name".into(),
+                "kumo-local".into(),
+                "--data-dir".into(),
+                store_dir.display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{}", cfg.store_port),
+                "--listen-metrics-urls".into(),
+                format!("http://127.0.0.1:{}", cfg.store_metrics_port),
+            ],
+            log: cfg.data_dir.join("logs").join("store.log"),
+        },
+        Component {
+            name: "apiserver".into(),
+            args: vec![
+                "apiserver".into(),
+                "--etcd-servers".into(),
+                format!("http://127.0.0.1:{}", cfg.store_port),
+                "--bind-address".into(),
+                "127.0.0.1".into(),
+                "--secure-port".into(),
+                cfg.apiserver_port.to_string(),
+                "--cert-dir".into(),
+                cfg.data_dir.join("pki").display().to_string(),
+                "--admin-kubeconfig".into(),
+                cfg.kubeconfig().display().to_string(),
+            ],
+            log: cfg.data_dir.join("logs").join("apiserver.log"),
+        },
+    ]
 }
 
 fn prepare(dir: &Path) -> Result<(), UpError> {

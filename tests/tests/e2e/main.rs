@@ -1,6 +1,8 @@
 //! kumo's one integration-test binary. Each module drives real peers (etcdctl, etcd …)
 //! against kumo components started as child processes.
 
+mod apiserver_clients;
+mod apiserver_kubectl;
 mod store_badinput;
 mod store_conformance;
 mod store_durability;

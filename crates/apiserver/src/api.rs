@@ -1,0 +1,582 @@
+//! The apiserver's state and the verbs on resources, independent of HTTP: the handlers in
+//! `http.rs` decode a request, call one of these, and encode the result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kumo_apimachinery::selector::{FieldSelector, LabelSelector};
+use kumo_apimachinery::{ApiError, Cause};
+use kumo_registry::ResourceDef;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::cache::{Cache, Entry};
+use crate::objects::{self, meta_mut, meta_str};
+use crate::storage::{Store, StoreError, WriteOutcome, prefix_end};
+
+/// The authenticated caller.
+pub type User = kumo_auth::UserInfo;
+
+/// The served resources: built-ins plus custom resources from CRDs.
+#[derive(Debug, Default)]
+pub struct Resources {
+    pub all: Vec<Arc<ResourceDef>>,
+    by_path: HashMap<(String, String, String), Arc<ResourceDef>>,
+}
+
+impl Resources {
+    pub fn new(all: Vec<Arc<ResourceDef>>) -> Resources {
+        let by_path = all
+            .iter()
+            .map(|d| {
+                (
+                    (d.group.clone(), d.version.clone(), d.plural.clone()),
+                    d.clone(),
+                )
+            })
+            .collect();
+        Resources { all, by_path }
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
+        self.by_path
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
+    }
+
+    /// The resource serving `kind` in `api_version`.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceDef>> {
+        self.all
+            .iter()
+            .find(|d| d.api_version() == api_version && d.kind == kind)
+            .cloned()
+    }
+}
+
+/// Shared state of one apiserver.
+pub struct Api {
+    pub store: Store,
+    pub cache: Arc<Cache>,
+    pub resources: RwLock<Arc<Resources>>,
+    /// `host:port` clients reach this server on (for `/api` discovery).
+    pub server_address: String,
+    /// RBAC; `None` only in tests that run without authorization.
+    pub authorizer: Option<kumo_auth::Authorizer<crate::authz::CacheRbac>>,
+    /// Bearer-token authentication (ServiceAccount JWTs, bootstrap and static tokens).
+    pub tokens: kumo_auth::TokenAuthenticator,
+    /// ServiceAccount token issuer (TokenRequest).
+    pub sa_tokens: Option<kumo_auth::ServiceAccountTokens>,
+    /// The cluster CA (PEM), published as `kube-root-ca.crt`.
+    pub ca_pem: String,
+    /// TLS client configuration for kubelets (cluster CA + kubelet-client certificate).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The OpenAPI documents (rebuilt when CRDs change).
+    pub openapi: RwLock<Arc<kumo_registry::openapi::OpenApi>>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("server_address", &self.server_address)
+            .finish()
+    }
+}
+
+/// How long a consistent read waits for the watch cache before reading the store.
+const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+/// The result of a LIST.
+#[derive(Debug)]
+pub struct ListResult {
+    pub items: Vec<Arc<Entry>>,
+    pub resource_version: i64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+/// Parsed list options.
+#[derive(Debug, Default)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+    pub limit: Option<i64>,
+    pub continue_token: Option<String>,
+}
+
+/// What a DELETE asks for.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub preconditions_uid: Option<String>,
+    pub preconditions_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+/// The outcome of a DELETE.
+#[derive(Debug)]
+pub enum Deleted {
+    /// Gone from the store; the last state.
+    Now(Value),
+    /// Marked for deletion (finalizers or grace period); the updated object.
+    Pending(Value),
+}
+
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted { .. } => {
+            ApiError::gone("The resourceVersion for the provided list is too old.".to_string())
+        }
+        other => {
+            warn!(error = %other, "store error");
+            ApiError::internal(other.to_string())
+        }
+    }
+}
+
+/// The continue token of a paged list: upstream's shape (base64 JSON).
+fn encode_continue(rv: i64, start_key: &str, prefix: &str) -> String {
+    use base64::Engine;
+    let start = start_key.strip_prefix(prefix).unwrap_or(start_key);
+    let v = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+    base64::engine::general_purpose::URL_SAFE.encode(v.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request(format!("invalid continue token: \"{token}\""));
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
+        return Err(bad());
+    }
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    if start.contains("..") || start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((rv, start.to_string()))
+}
+
+fn parse_rv(s: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s}")))
+}
+
+impl Api {
+    pub fn resources(&self) -> Arc<Resources> {
+        self.resources.read().clone()
+    }
+
+    fn matches(&self, e: &Entry, opts: &ListOptions) -> bool {
+        opts.labels.matches(&e.labels) && opts.fields.matches(|f| e.field(f))
+    }
+
+    /// GET one object (from the cache when current, else the store).
+    pub async fn get(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<Arc<Entry>, ApiError> {
+        let key = def.key(ns, name);
+        let not_found = || ApiError::not_found(&def.group, &def.plural, name);
+        match resource_version {
+            Some("0") => return self.cache.get(&key).ok_or_else(not_found),
+            Some(rv) if !rv.is_empty() => {
+                let rv = parse_rv(rv)?;
+                if self.cache.wait_for(rv, FRESHNESS_WAIT).await {
+                    return self.cache.get(&key).ok_or_else(not_found);
+                }
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {rv}, current: {}",
+                    self.cache.revision()
+                )));
+            }
+            _ => {}
+        }
+        let (kv, _) = self.store.get(&key).await.map_err(store_error)?;
+        let kv = kv.ok_or_else(not_found)?;
+        Entry::from_store(&kv.key, &kv.value, kv.mod_revision)
+            .map(Arc::new)
+            .ok_or_else(|| ApiError::internal(format!("stored object {key} is not valid JSON")))
+    }
+
+    /// LIST objects under a resource (optionally one namespace).
+    pub async fn list(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
+        let prefix = def.list_prefix(ns);
+        if let Some(token) = &opts.continue_token {
+            let (rv, start) = decode_continue(token)?;
+            if opts
+                .resource_version
+                .as_deref()
+                .is_some_and(|r| !r.is_empty())
+            {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            return self
+                .list_from_store(def, &prefix, &format!("{prefix}{start}"), rv, opts)
+                .await;
+        }
+        let rv_match = opts.resource_version_match.as_deref();
+        match (opts.resource_version.as_deref(), rv_match) {
+            (Some(rv), Some("Exact")) => {
+                let rv = parse_rv(rv)?;
+                return self.list_from_store(def, &prefix, &prefix, rv, opts).await;
+            }
+            (Some(rv), Some("NotOlderThan")) | (Some(rv), None) if !rv.is_empty() => {
+                let rv = parse_rv(rv)?;
+                if rv > 0 && !self.cache.wait_for(rv, FRESHNESS_WAIT).await {
+                    return Err(ApiError::timeout(format!(
+                        "Too large resource version: {rv}, current: {}",
+                        self.cache.revision()
+                    )));
+                }
+                if opts.limit.is_some() && rv > 0 {
+                    // Paged lists at a revision read the store so pages are consistent.
+                    return self.list_from_store(def, &prefix, &prefix, 0, opts).await;
+                }
+                return Ok(self.list_from_cache(&prefix, opts));
+            }
+            (_, Some(m)) if m != "NotOlderThan" && m != "Exact" => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\""
+                )));
+            }
+            (None, Some(_)) | (Some(""), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            _ => {}
+        }
+        // Consistent list: the cache once it has caught up with the store's revision.
+        if opts.limit.is_some() {
+            return self.list_from_store(def, &prefix, &prefix, 0, opts).await;
+        }
+        let current = self.store.current_revision().await.map_err(store_error)?;
+        if self.cache.wait_for(current, FRESHNESS_WAIT).await {
+            return Ok(self.list_from_cache(&prefix, opts));
+        }
+        self.list_from_store(def, &prefix, &prefix, 0, opts).await
+    }
+
+    fn list_from_cache(&self, prefix: &str, opts: &ListOptions) -> ListResult {
+        let (all, rev) = self.cache.list(prefix);
+        let mut items: Vec<Arc<Entry>> =
+            all.into_iter().filter(|e| self.matches(e, opts)).collect();
+        let mut continue_token = None;
+        let mut remaining = None;
+        if let Some(limit) = opts.limit
+            && (items.len() as i64) > limit
+        {
+            let rest = items.len() as i64 - limit;
+            items.truncate(limit as usize);
+            if let Some(last) = items.last() {
+                continue_token = Some(encode_continue(rev, &format!("{}\u{0}", last.key), prefix));
+            }
+            remaining = Some(rest);
+        }
+        ListResult {
+            items,
+            resource_version: rev,
+            continue_token,
+            remaining,
+        }
+    }
+
+    async fn list_from_store(
+        &self,
+        _def: &ResourceDef,
+        prefix: &str,
+        start: &str,
+        revision: i64,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
+        let end = prefix_end(prefix);
+        let limit = opts.limit.unwrap_or(0);
+        let mut items = Vec::new();
+        let mut key = start.as_bytes().to_vec();
+        let mut rev = revision;
+        let filtered = !opts.labels.is_empty() || !opts.fields.is_empty();
+        loop {
+            let page_size = if limit > 0 {
+                if filtered {
+                    (limit * 2).max(100)
+                } else {
+                    limit + 1
+                }
+            } else {
+                0
+            };
+            let page = self
+                .store
+                .range(&key, &end, rev, page_size)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } => ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ),
+                    other => store_error(other),
+                })?;
+            if rev == 0 {
+                rev = page.revision;
+            }
+            let n = page.kvs.len();
+            let mut last_key = None;
+            for kv in page.kvs {
+                last_key = Some(kv.key.clone());
+                if limit > 0 && items.len() as i64 == limit {
+                    // One more matching item exists: there is a next page.
+                    if let Some(e) = Entry::from_store(&kv.key, &kv.value, kv.mod_revision)
+                        && self.matches(&e, opts)
+                    {
+                        let last: &Arc<Entry> = items.last().expect("limit > 0 items");
+                        let token = encode_continue(rev, &format!("{}\u{0}", last.key), prefix);
+                        return Ok(ListResult {
+                            items,
+                            resource_version: rev,
+                            continue_token: Some(token),
+                            remaining: None,
+                        });
+                    }
+                    continue;
+                }
+                if let Some(e) = Entry::from_store(&kv.key, &kv.value, kv.mod_revision)
+                    && self.matches(&e, opts)
+                {
+                    items.push(Arc::new(e));
+                }
+            }
+            match (
+                page.more || (page_size > 0 && n as i64 == page_size),
+                last_key,
+            ) {
+                (true, Some(k)) if page_size > 0 => {
+                    let mut next = k.into_bytes();
+                    next.push(0);
+                    key = next;
+                }
+                _ => break,
+            }
+        }
+        Ok(ListResult {
+            items,
+            resource_version: rev,
+            continue_token: None,
+            remaining: None,
+        })
+    }
+
+    /// Writes a new object (already defaulted, validated and admitted). Returns the stored
+    /// object with its resourceVersion.
+    pub async fn store_create(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        let key = def.key(ns, &name);
+        objects::strip_rv(&mut obj);
+        if dry_run {
+            if self.cache.get(&key).is_some() {
+                return Err(ApiError::already_exists(&def.group, &def.plural, &name));
+            }
+            return Ok(obj);
+        }
+        let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        match self.store.create(&key, bytes).await.map_err(store_error)? {
+            WriteOutcome::Ok(rev) => {
+                objects::set_rv(&mut obj, rev);
+                Ok(obj)
+            }
+            WriteOutcome::Conflict(_) => {
+                Err(ApiError::already_exists(&def.group, &def.plural, &name))
+            }
+        }
+    }
+
+    /// Replaces an object read at `expected_rev`. A lost race is a 409 Conflict.
+    pub async fn store_update(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        expected_rev: i64,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let key = def.key(ns, name);
+        objects::strip_rv(&mut obj);
+        if dry_run {
+            objects::set_rv(&mut obj, expected_rev);
+            return Ok(obj);
+        }
+        let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        match self
+            .store
+            .update(&key, bytes, expected_rev)
+            .await
+            .map_err(store_error)?
+        {
+            WriteOutcome::Ok(rev) => {
+                objects::set_rv(&mut obj, rev);
+                Ok(obj)
+            }
+            WriteOutcome::Conflict(None) => Err(ApiError::not_found(&def.group, &def.plural, name)),
+            WriteOutcome::Conflict(Some(_)) => Err(ApiError::stale(&def.group, &def.plural, name)),
+        }
+    }
+
+    /// Removes an object read at `expected_rev`.
+    pub async fn store_delete(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        expected_rev: i64,
+    ) -> Result<i64, ApiError> {
+        let key = def.key(ns, name);
+        match self
+            .store
+            .delete(&key, expected_rev)
+            .await
+            .map_err(store_error)?
+        {
+            WriteOutcome::Ok(rev) => Ok(rev),
+            WriteOutcome::Conflict(None) => Err(ApiError::not_found(&def.group, &def.plural, name)),
+            WriteOutcome::Conflict(Some(_)) => Err(ApiError::stale(&def.group, &def.plural, name)),
+        }
+    }
+
+    /// Reads the current object for a read-modify-write.
+    pub async fn read_for_write(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        let key = def.key(ns, name);
+        let (kv, _) = self.store.get(&key).await.map_err(store_error)?;
+        Ok(kv.and_then(|kv| {
+            let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+            objects::set_rv(&mut v, kv.mod_revision);
+            Some((v, kv.mod_revision))
+        }))
+    }
+}
+
+/// Checks metadata.name/namespace of a body against the URL, upstream's messages.
+pub fn check_identity(
+    def: &ResourceDef,
+    obj: &mut Value,
+    url_ns: Option<&str>,
+    url_name: Option<&str>,
+) -> Result<(), ApiError> {
+    let meta = meta_mut(obj);
+    if def.namespaced() {
+        match (meta.get("namespace").and_then(Value::as_str), url_ns) {
+            (Some(body_ns), Some(ns)) if !body_ns.is_empty() && body_ns != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (_, Some(ns)) => {
+                meta.insert("namespace".into(), Value::String(ns.to_string()));
+            }
+            (_, None) => {
+                return Err(ApiError::bad_request(
+                    "the server could not find the requested resource: a namespace is required",
+                ));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    if let Some(name) = url_name {
+        match meta.get("name").and_then(Value::as_str) {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            None | Some("") => {
+                meta.insert("name".into(), Value::String(name.to_string()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks and fills `apiVersion`/`kind` of a body.
+pub fn check_kind(
+    def: &ResourceDef,
+    obj: &mut Value,
+    kind: &str,
+    api_version: &str,
+) -> Result<(), ApiError> {
+    let Some(o) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let body_kind = o
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let body_av = o
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !body_kind.is_empty() && body_kind != kind {
+        return Err(ApiError::bad_request(format!(
+            "{body_kind} in version \"{}\" cannot be handled as a {kind}: no kind \"{body_kind}\" is registered for version \"{body_av}\" in scheme",
+            def.version
+        )));
+    }
+    if !body_av.is_empty() && body_av != api_version {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({body_av}) does not match the expected API version ({api_version})"
+        )));
+    }
+    o.insert("kind".into(), Value::String(kind.to_string()));
+    o.insert("apiVersion".into(), Value::String(api_version.to_string()));
+    Ok(())
+}
+
+/// `Invalid` for a bad name, upstream wording.
+pub fn name_causes(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
+    let name = meta_str(obj, "name").unwrap_or("");
+    let generate = meta_str(obj, "generateName").unwrap_or("");
+    if name.is_empty() && generate.is_empty() {
+        return vec![Cause::new(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        )];
+    }
+    let _ = def;
+    Vec::new()
+}

@@ -1,0 +1,486 @@
+//! The watch cache: one store watch over `/registry/` mirrors every object in memory, with
+//! a bounded history of recent events. LIST (consistent or not) and WATCH are served from
+//! here; the store sees one watch and the writes.
+//!
+//! Objects are kept as the JSON bytes clients receive (resourceVersion already set), parsed
+//! once per write, plus the few attributes selectors need, so a LIST is a concatenation and an
+//! event is serialised once for every watcher.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::fields;
+use crate::storage::{Store, StoreError, StoreEvent, prefix_end};
+
+/// The root of everything the apiserver stores.
+pub const REGISTRY_PREFIX: &str = "/registry/";
+
+/// One cached object.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: Arc<str>,
+    /// The object as JSON, `metadata.resourceVersion` set.
+    pub raw: Bytes,
+    pub rv: i64,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Field-selector attributes (`metadata.name`, `spec.nodeName`, …).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// Builds an entry from stored bytes; `None` for bytes that are not a JSON object.
+    pub fn from_store(key: &str, value: &[u8], rv: i64) -> Option<Entry> {
+        let mut obj: Value = serde_json::from_slice(value).ok()?;
+        Self::from_value(key, &mut obj, rv)
+    }
+
+    /// Builds an entry from an object, setting its resourceVersion to `rv`.
+    pub fn from_value(key: &str, obj: &mut Value, rv: i64) -> Option<Entry> {
+        let meta = obj.get_mut("metadata")?.as_object_mut()?;
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        let raw = Bytes::from(serde_json::to_vec(obj).ok()?);
+        let meta = obj.get("metadata")?;
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let namespace = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let labels = meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields = fields::field_set(obj);
+        Some(Entry {
+            key: Arc::from(key),
+            raw,
+            rv,
+            name,
+            namespace,
+            labels,
+            fields,
+        })
+    }
+
+    /// The object, parsed.
+    pub fn object(&self) -> Value {
+        serde_json::from_slice(&self.raw).unwrap_or(Value::Null)
+    }
+
+    /// A field-selector attribute.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as every watcher sees it.
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub rv: i64,
+    pub kind: EventType,
+    /// The object after the change (for DELETED: the last state, at the deletion revision).
+    pub entry: Arc<Entry>,
+    /// The object before the change (for selector transitions).
+    pub prev: Option<Arc<Entry>>,
+}
+
+/// A message to one watcher.
+#[derive(Debug, Clone)]
+pub enum WatchMsg {
+    Event(Arc<CacheEvent>),
+    /// The cache reached this revision (for bookmarks).
+    Progress(i64),
+}
+
+struct Watcher {
+    prefix: String,
+    tx: mpsc::Sender<WatchMsg>,
+}
+
+struct Inner {
+    objects: BTreeMap<Arc<str>, Arc<Entry>>,
+    rev: i64,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// History holds every event with revision > `history_start`.
+    history_start: i64,
+    watchers: HashMap<u64, Watcher>,
+}
+
+/// Every object whose key starts with `prefix`, in key order.
+fn under(objects: &BTreeMap<Arc<str>, Arc<Entry>>, prefix: &str) -> Vec<Arc<Entry>> {
+    objects
+        .range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// Capacity of each watcher's buffer; a watcher that falls this far behind is closed.
+pub const WATCHER_BUFFER: usize = 10_000;
+/// How many recent events the cache keeps for watches that resume from a resourceVersion.
+pub const HISTORY_EVENTS: usize = 100_000;
+
+/// The watch cache.
+pub struct Cache {
+    inner: RwLock<Inner>,
+    rev_tx: watch::Sender<i64>,
+    next_watcher: AtomicU64,
+    progress: parking_lot::Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("rev", &self.revision())
+            .finish()
+    }
+}
+
+/// A watch registered with the cache.
+#[derive(Debug)]
+pub struct CacheWatch {
+    /// Events from history (after the requested revision) to send first.
+    pub backlog: Vec<Arc<CacheEvent>>,
+    /// For a watch without a resourceVersion: the current objects, sent as ADDED first.
+    pub initial: Vec<Arc<Entry>>,
+    /// The revision of `initial` (or the cache revision at registration).
+    pub start_rev: i64,
+    pub rx: mpsc::Receiver<WatchMsg>,
+    id: u64,
+    cache: Arc<Cache>,
+}
+
+impl Drop for CacheWatch {
+    fn drop(&mut self) {
+        self.cache.inner.write().watchers.remove(&self.id);
+    }
+}
+
+/// Why a watch could not start.
+#[derive(Debug)]
+pub enum WatchError {
+    /// The revision is older than the history: `410 Gone` ("too old resource version").
+    TooOld { requested: i64, oldest: i64 },
+}
+
+impl Cache {
+    /// An empty cache at revision 0 (call [`Cache::run`] to fill it).
+    pub fn new() -> Arc<Cache> {
+        let (rev_tx, _) = watch::channel(0);
+        Arc::new(Cache {
+            inner: RwLock::new(Inner {
+                objects: BTreeMap::new(),
+                rev: 0,
+                history: VecDeque::new(),
+                history_start: 0,
+                watchers: HashMap::new(),
+            }),
+            rev_tx,
+            next_watcher: AtomicU64::new(1),
+            progress: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// The revision everything in the cache is current to.
+    pub fn revision(&self) -> i64 {
+        self.inner.read().rev
+    }
+
+    /// Fills the cache from the store and follows the store watch forever, re-listing when
+    /// the watch breaks.
+    pub async fn run(self: Arc<Self>, store: Store) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.clone().sync_once(&store).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    warn!(error = %e, "watch cache lost the store watch; re-listing");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn sync_once(self: Arc<Self>, store: &Store) -> Result<(), StoreError> {
+        // List everything at one revision, in pages.
+        let end = prefix_end(REGISTRY_PREFIX);
+        let mut start = REGISTRY_PREFIX.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut objects = BTreeMap::new();
+        loop {
+            let page = store.range(&start, &end, revision, 10_000).await?;
+            revision = page.revision;
+            let more = page.more;
+            let mut last = None;
+            for kv in page.kvs {
+                if let Some(e) = Entry::from_store(&kv.key, &kv.value, kv.mod_revision) {
+                    objects.insert(e.key.clone(), Arc::new(e));
+                }
+                last = Some(kv.key);
+            }
+            match (more, last) {
+                (true, Some(k)) => {
+                    let mut next = k.into_bytes();
+                    next.push(0);
+                    start = next;
+                }
+                _ => break,
+            }
+        }
+        let (mut events, progress) = store.watch(REGISTRY_PREFIX, revision + 1).await?;
+        *self.progress.lock() = Some(progress);
+        {
+            let mut inner = self.inner.write();
+            let restarted = inner.rev > 0;
+            inner.objects = objects;
+            inner.rev = inner.rev.max(revision);
+            if restarted {
+                // Watchers may have missed events: close them all; clients re-watch.
+                inner.watchers.clear();
+                inner.history.clear();
+            }
+            inner.history_start = inner.rev;
+        }
+        self.rev_tx.send_replace(revision);
+        info!(revision, "watch cache synced");
+        while let Some(ev) = events.recv().await {
+            match ev? {
+                StoreEvent::Put(kv) => self.apply_put(&kv.key, &kv.value, kv.mod_revision),
+                StoreEvent::Delete { key, mod_revision } => self.apply_delete(&key, mod_revision),
+                StoreEvent::Progress(rev) => self.apply_progress(rev),
+            }
+        }
+        Err(StoreError::Other("store watch ended".into()))
+    }
+
+    fn apply_put(&self, key: &str, value: &[u8], rev: i64) {
+        let Some(entry) = Entry::from_store(key, value, rev) else {
+            warn!(key, "ignoring a stored value that is not a JSON object");
+            return;
+        };
+        let entry = Arc::new(entry);
+        let mut inner = self.inner.write();
+        let prev = inner.objects.insert(entry.key.clone(), entry.clone());
+        let kind = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        let ev = Arc::new(CacheEvent {
+            rv: rev,
+            kind,
+            entry,
+            prev,
+        });
+        Self::publish(&mut inner, ev);
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    fn apply_delete(&self, key: &str, rev: i64) {
+        let mut inner = self.inner.write();
+        let Some(prev) = inner.objects.remove(key) else {
+            inner.rev = inner.rev.max(rev);
+            drop(inner);
+            self.rev_tx.send_replace(rev);
+            return;
+        };
+        let mut obj = prev.object();
+        let entry = Entry::from_value(key, &mut obj, rev)
+            .map(Arc::new)
+            .unwrap_or_else(|| prev.clone());
+        let ev = Arc::new(CacheEvent {
+            rv: rev,
+            kind: EventType::Deleted,
+            entry,
+            prev: Some(prev),
+        });
+        Self::publish(&mut inner, ev);
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    fn apply_progress(&self, rev: i64) {
+        let mut inner = self.inner.write();
+        if rev > inner.rev {
+            inner.rev = rev;
+        }
+        let rev = inner.rev;
+        inner
+            .watchers
+            .retain(|_, w| match w.tx.try_send(WatchMsg::Progress(rev)) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    fn publish(inner: &mut Inner, ev: Arc<CacheEvent>) {
+        inner.rev = inner.rev.max(ev.rv);
+        inner.watchers.retain(|id, w| {
+            if !ev.entry.key.starts_with(w.prefix.as_str()) {
+                return true;
+            }
+            match w.tx.try_send(WatchMsg::Event(ev.clone())) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(watcher = id, prefix = %w.prefix, "watcher fell behind; closing it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        inner.history.push_back(ev);
+        while inner.history.len() > HISTORY_EVENTS {
+            if let Some(old) = inner.history.pop_front() {
+                inner.history_start = old.rv;
+            }
+        }
+    }
+
+    /// Waits until the cache is current to at least `rev`, asking the store for progress
+    /// notifications while it waits. `false` after `timeout`.
+    pub async fn wait_for(&self, rev: i64, timeout: Duration) -> bool {
+        let mut rx = self.rev_tx.subscribe();
+        if *rx.borrow() >= rev {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut ask = tokio::time::Instant::now() + Duration::from_millis(20);
+        loop {
+            if *rx.borrow_and_update() >= rev {
+                return true;
+            }
+            let next = ask.min(deadline);
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() { return false; }
+                }
+                _ = tokio::time::sleep_until(next) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return *rx.borrow() >= rev;
+                    }
+                    let p = self.progress.lock().clone();
+                    if let Some(p) = p {
+                        let _ = p.try_send(());
+                    }
+                    ask = tokio::time::Instant::now() + Duration::from_millis(50);
+                }
+            }
+        }
+    }
+
+    /// Every object under `prefix`, and the revision they are current to.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Entry>>, i64) {
+        let inner = self.inner.read();
+        (under(&inner.objects, prefix), inner.rev)
+    }
+
+    /// One object.
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.inner.read().objects.get(key).cloned()
+    }
+
+    /// Registers a watcher for keys under `prefix`. `from`: `None` = start with the current
+    /// objects (as ADDED); `Some(rv)` = every event after `rv`.
+    pub fn watch(
+        self: &Arc<Self>,
+        prefix: &str,
+        from: Option<i64>,
+    ) -> Result<CacheWatch, WatchError> {
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        let id = self.next_watcher.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.inner.write();
+        let (backlog, initial, start_rev) = match from {
+            None => {
+                let initial = under(&inner.objects, prefix);
+                (Vec::new(), initial, inner.rev)
+            }
+            Some(rv) => {
+                if rv < inner.history_start {
+                    return Err(WatchError::TooOld {
+                        requested: rv,
+                        oldest: inner.history_start + 1,
+                    });
+                }
+                let backlog = inner
+                    .history
+                    .iter()
+                    .filter(|e| e.rv > rv && e.entry.key.starts_with(prefix))
+                    .cloned()
+                    .collect();
+                (backlog, Vec::new(), rv.max(inner.rev))
+            }
+        };
+        inner.watchers.insert(
+            id,
+            Watcher {
+                prefix: prefix.to_string(),
+                tx,
+            },
+        );
+        drop(inner);
+        Ok(CacheWatch {
+            backlog,
+            initial,
+            start_rev,
+            rx,
+            id,
+            cache: self.clone(),
+        })
+    }
+
+    /// Number of registered watchers (metrics).
+    pub fn watcher_count(&self) -> usize {
+        self.inner.read().watchers.len()
+    }
+
+    /// Number of cached objects (metrics).
+    pub fn object_count(&self) -> usize {
+        self.inner.read().objects.len()
+    }
+}

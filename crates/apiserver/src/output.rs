@@ -1,0 +1,176 @@
+//! Encoding objects and lists for the negotiated representation: JSON, YAML, server-side
+//! Table, PartialObjectMetadata.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::Response;
+use kumo_apimachinery::ApiError;
+use kumo_registry::ResourceDef;
+use serde_json::{Value, json};
+
+use crate::api::ListResult;
+use crate::body::{self, Body};
+use crate::http::Ctx;
+use crate::request::Output;
+
+fn include_object(ctx: &Ctx) -> kumo_registry::table::IncludeObject {
+    match ctx.query.raw.get("includeObject").map(String::as_str) {
+        Some("None") => kumo_registry::table::IncludeObject::None,
+        Some("Object") => kumo_registry::table::IncludeObject::Object,
+        _ => kumo_registry::table::IncludeObject::Metadata,
+    }
+}
+
+fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// One object in the negotiated representation.
+pub fn single(ctx: &Ctx, def: &ResourceDef, raw: Bytes) -> Result<Response<Body>, ApiError> {
+    match ctx.output {
+        Output::Json => Ok(body::respond_raw(200, raw, "application/json")),
+        _ => {
+            let obj: Value =
+                serde_json::from_slice(&raw).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(body::respond(
+                200,
+                &render_object_as(ctx, def, obj, ctx.output)?,
+                ctx.output,
+            ))
+        }
+    }
+}
+
+/// The body for a written object: the object itself, or its Table/metadata form when asked.
+pub fn render_object(ctx: &Ctx, def: &ResourceDef, obj: Value) -> Result<Value, ApiError> {
+    render_object_as(ctx, def, obj, ctx.output)
+}
+
+fn render_object_as(
+    ctx: &Ctx,
+    def: &ResourceDef,
+    obj: Value,
+    out: Output,
+) -> Result<Value, ApiError> {
+    Ok(match out {
+        Output::Table => {
+            let mut t = kumo_registry::table::table_for(
+                def,
+                std::slice::from_ref(&obj),
+                jiff::Timestamp::now(),
+                include_object(ctx),
+            );
+            t["metadata"] = json!({"resourceVersion": obj.get("metadata").and_then(|m| m.get("resourceVersion")).cloned().unwrap_or(json!(""))});
+            t
+        }
+        Output::Metadata => partial_metadata(&obj),
+        _ => obj,
+    })
+}
+
+fn list_metadata(r: &ListResult) -> Value {
+    let mut meta = json!({"resourceVersion": r.resource_version.to_string()});
+    if let Some(c) = &r.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = r.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    meta
+}
+
+/// A list in the negotiated representation. JSON lists are concatenated from the cached
+/// bytes without re-encoding the objects.
+pub fn list(ctx: &Ctx, def: &ResourceDef, r: ListResult) -> Result<Response<Body>, ApiError> {
+    match ctx.output {
+        Output::Json => {
+            let head = json!({
+                "kind": def.list_kind(),
+                "apiVersion": def.api_version(),
+                "metadata": list_metadata(&r),
+            })
+            .to_string();
+            let size: usize =
+                r.items.iter().map(|e| e.raw.len() + 1).sum::<usize>() + head.len() + 16;
+            let mut buf = BytesMut::with_capacity(size);
+            // `{"kind":…,"metadata":{…}` + `,"items":[` + objects + `]}`
+            buf.put_slice(&head.as_bytes()[..head.len() - 1]);
+            buf.put_slice(b",\"items\":[");
+            for (i, e) in r.items.iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b',');
+                }
+                buf.put_slice(&e.raw);
+            }
+            buf.put_slice(b"]}");
+            Ok(body::respond_raw(200, buf.freeze(), "application/json"))
+        }
+        Output::Yaml => {
+            let items: Vec<Value> = r.items.iter().map(|e| e.object()).collect();
+            let v = json!({
+                "kind": def.list_kind(),
+                "apiVersion": def.api_version(),
+                "metadata": list_metadata(&r),
+                "items": items,
+            });
+            Ok(body::respond(200, &v, Output::Yaml))
+        }
+        Output::Table => {
+            let objects: Vec<Value> = r.items.iter().map(|e| e.object()).collect();
+            let mut t = kumo_registry::table::table_for(
+                def,
+                &objects,
+                jiff::Timestamp::now(),
+                include_object(ctx),
+            );
+            t["metadata"] = list_metadata(&r);
+            Ok(body::respond(200, &t, Output::Json))
+        }
+        Output::Metadata => {
+            let items: Vec<Value> = r
+                .items
+                .iter()
+                .map(|e| partial_metadata(&e.object()))
+                .collect();
+            let v = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": list_metadata(&r),
+                "items": items,
+            });
+            Ok(body::respond(200, &v, Output::Json))
+        }
+    }
+}
+
+/// A watch event's object in the negotiated representation.
+pub fn event_object(
+    ctx_output: Output,
+    def: &ResourceDef,
+    raw: &Bytes,
+    include: kumo_registry::table::IncludeObject,
+) -> Value {
+    let obj: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    match ctx_output {
+        Output::Table => {
+            let mut t = kumo_registry::table::table_for(
+                def,
+                std::slice::from_ref(&obj),
+                jiff::Timestamp::now(),
+                include,
+            );
+            t["metadata"] = json!({"resourceVersion": obj.get("metadata").and_then(|m| m.get("resourceVersion")).cloned().unwrap_or(json!(""))});
+            t
+        }
+        Output::Metadata => partial_metadata(&obj),
+        _ => obj,
+    }
+}
+
+/// Which rows a Table includes objects for, from the query.
+pub fn include_for(ctx: &Ctx) -> kumo_registry::table::IncludeObject {
+    include_object(ctx)
+}

@@ -1,0 +1,228 @@
+//! WATCH: a stream of newline-delimited `{"type": …, "object": …}` events from the watch
+//! cache, with selector transitions, bookmarks, initial events and `410 Gone`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::Response;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use kumo_apimachinery::ApiError;
+use kumo_registry::ResourceDef;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::api::ListOptions;
+use crate::body::Body;
+use crate::cache::{CacheEvent, Entry, EventType, WatchError, WatchMsg};
+use crate::http::Ctx;
+use crate::output;
+use crate::request::Output;
+
+/// How often a watcher that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+
+struct Encoder {
+    output: Output,
+    def: Arc<ResourceDef>,
+    include: kumo_registry::table::IncludeObject,
+}
+
+impl Encoder {
+    fn event(&self, kind: &str, raw: &Bytes) -> Bytes {
+        let mut buf = BytesMut::with_capacity(raw.len() + 32);
+        buf.put_slice(b"{\"type\":\"");
+        buf.put_slice(kind.as_bytes());
+        buf.put_slice(b"\",\"object\":");
+        match self.output {
+            Output::Json | Output::Yaml => buf.put_slice(raw),
+            other => {
+                let v = output::event_object(other, &self.def, raw, self.include);
+                buf.put_slice(v.to_string().as_bytes());
+            }
+        }
+        buf.put_slice(b"}\n");
+        buf.freeze()
+    }
+
+    fn value(&self, kind: &str, v: &Value) -> Bytes {
+        let mut s = json!({"type": kind, "object": v}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+
+    fn bookmark(&self, rv: i64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj =
+            json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
+        self.value("BOOKMARK", &obj)
+    }
+}
+
+fn matches(opts: &ListOptions, e: &Entry) -> bool {
+    opts.labels.matches(&e.labels) && opts.fields.matches(|f| e.field(f))
+}
+
+/// What a cache event means to this watcher (selector transitions as upstream).
+fn translate(opts: &ListOptions, ev: &CacheEvent) -> Option<&'static str> {
+    let now = matches(opts, &ev.entry);
+    let before = ev.prev.as_ref().is_some_and(|p| matches(opts, p));
+    match ev.kind {
+        EventType::Deleted => before.then_some("DELETED"),
+        _ => match (before, now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+    }
+}
+
+/// Starts a watch and returns the streaming response.
+pub async fn serve(
+    ctx: &Ctx,
+    def: Arc<ResourceDef>,
+    ns: Option<&str>,
+    opts: ListOptions,
+) -> Result<Response<Body>, ApiError> {
+    let q = &ctx.query;
+    let prefix = def.list_prefix(ns);
+    let rv = q.resource_version.clone().unwrap_or_default();
+    let send_initial = q.raw.contains_key("sendInitialEvents");
+    if send_initial && !q.allow_watch_bookmarks && q.send_initial_events {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![kumo_apimachinery::Cause::forbidden(
+                "allowWatchBookmarks",
+                "allowWatchBookmarks must be true when sendInitialEvents is set",
+            )],
+        ));
+    }
+    let from = if q.send_initial_events || rv.is_empty() || rv == "0" {
+        None
+    } else {
+        let n = rv
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+        if !ctx.api.cache.wait_for(n, Duration::from_secs(3)).await {
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {n}, current: {}",
+                ctx.api.cache.revision()
+            )));
+        }
+        Some(n)
+    };
+    if from.is_none() && rv.is_empty() {
+        // "Start at most recent": the initial state must be current.
+        let current = ctx
+            .api
+            .store
+            .current_revision()
+            .await
+            .map_err(crate::api::store_error)?;
+        ctx.api
+            .cache
+            .wait_for(current, Duration::from_secs(3))
+            .await;
+    }
+    let enc = Encoder {
+        output: ctx.output,
+        def: def.clone(),
+        include: output::include_for(ctx),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    let watch = ctx.api.cache.watch(&prefix, from);
+    let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(1800 + rand_secs(1800)));
+    let bookmarks = q.allow_watch_bookmarks;
+    let initial_end = q.send_initial_events;
+    crate::metrics::watchers_inc(&def);
+    let def_for_metrics = def.clone();
+    tokio::spawn(async move {
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Frame::data(b))).await.is_ok() }
+        };
+        let mut w = match watch {
+            Ok(w) => w,
+            Err(WatchError::TooOld { requested, oldest }) => {
+                let status =
+                    ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+                        .to_status();
+                let _ = send(enc.value("ERROR", &status)).await;
+                crate::metrics::watchers_dec(&def_for_metrics);
+                return;
+            }
+        };
+        let mut last_rv = w.start_rev;
+        for e in std::mem::take(&mut w.initial) {
+            if matches(&opts, &e) && !send(enc.event("ADDED", &e.raw)).await {
+                crate::metrics::watchers_dec(&def_for_metrics);
+                return;
+            }
+        }
+        if initial_end && !send(enc.bookmark(last_rv, true)).await {
+            crate::metrics::watchers_dec(&def_for_metrics);
+            return;
+        }
+        for ev in std::mem::take(&mut w.backlog) {
+            last_rv = ev.rv;
+            if let Some(kind) = translate(&opts, &ev)
+                && !send(enc.event(kind, &ev.entry.raw)).await
+            {
+                crate::metrics::watchers_dec(&def_for_metrics);
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
+        loop {
+            tokio::select! {
+                msg = w.rx.recv() => {
+                    match msg {
+                        Some(WatchMsg::Event(ev)) => {
+                            if ev.rv <= last_rv { continue; }
+                            last_rv = ev.rv;
+                            if let Some(kind) = translate(&opts, &ev)
+                                && !send(enc.event(kind, &ev.entry.raw)).await
+                            {
+                                break;
+                            }
+                        }
+                        Some(WatchMsg::Progress(rev)) => {
+                            if rev > last_rv { last_rv = rev; }
+                        }
+                        // The cache closed us (we fell behind, or it re-listed).
+                        None => break,
+                    }
+                }
+                _ = tokio::time::sleep_until(next_bookmark), if bookmarks => {
+                    next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
+                    if !send(enc.bookmark(last_rv, false)).await { break; }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tx.closed() => break,
+            }
+        }
+        crate::metrics::watchers_dec(&def_for_metrics);
+    });
+    let body = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+fn rand_secs(max: u64) -> u64 {
+    let u = uuid::Uuid::new_v4();
+    (u.as_u128() % u128::from(max.max(1))) as u64
+}
