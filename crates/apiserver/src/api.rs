@@ -189,6 +189,17 @@ impl Api {
         name: &str,
         resource_version: Option<&str>,
     ) -> Result<Arc<Entry>, ApiError> {
+        let e = self.get_stored(def, ns, name, resource_version).await?;
+        Ok(convert_entry(def, e))
+    }
+
+    async fn get_stored(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<Arc<Entry>, ApiError> {
         let key = def.key(ns, name);
         let not_found = || ApiError::not_found(&def.group, &def.plural, name);
         match resource_version {
@@ -214,6 +225,19 @@ impl Api {
 
     /// LIST objects under a resource (optionally one namespace).
     pub async fn list(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
+        let mut r = self.list_stored(def, ns, opts).await?;
+        if crate::convert::needs_conversion(def) {
+            r.items = r.items.into_iter().map(|e| convert_entry(def, e)).collect();
+        }
+        Ok(r)
+    }
+
+    async fn list_stored(
         &self,
         def: &ResourceDef,
         ns: Option<&str>,
@@ -403,7 +427,8 @@ impl Api {
             }
             return Ok(obj);
         }
-        let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let stored = crate::convert::to_storage(def, obj.clone());
+        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
         match self.store.create(&key, bytes).await.map_err(store_error)? {
             WriteOutcome::Ok(rev) => {
                 objects::set_rv(&mut obj, rev);
@@ -431,7 +456,8 @@ impl Api {
             objects::set_rv(&mut obj, expected_rev);
             return Ok(obj);
         }
-        let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let stored = crate::convert::to_storage(def, obj.clone());
+        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
         match self
             .store
             .update(&key, bytes, expected_rev)
@@ -478,11 +504,23 @@ impl Api {
         let key = def.key(ns, name);
         let (kv, _) = self.store.get(&key).await.map_err(store_error)?;
         Ok(kv.and_then(|kv| {
-            let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+            let v: Value = serde_json::from_slice(&kv.value).ok()?;
+            let mut v = crate::convert::from_storage(def, v);
             objects::set_rv(&mut v, kv.mod_revision);
             Some((v, kv.mod_revision))
         }))
     }
+}
+
+/// A cached (stored-form) entry in the version `def` serves.
+pub fn convert_entry(def: &ResourceDef, e: Arc<Entry>) -> Arc<Entry> {
+    if !crate::convert::needs_conversion(def) {
+        return e;
+    }
+    let mut v = crate::convert::from_storage(def, e.object());
+    Entry::from_value(&e.key, &mut v, e.rv)
+        .map(Arc::new)
+        .unwrap_or(e)
 }
 
 /// Checks metadata.name/namespace of a body against the URL, upstream's messages.

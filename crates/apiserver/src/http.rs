@@ -221,6 +221,10 @@ fn list_options(q: &Query, def: &ResourceDef) -> Result<ListOptions, ApiError> {
         Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => FieldSelector::default(),
     };
+    let mut fields = fields;
+    for t in &mut fields.terms {
+        t.field = crate::convert::field_to_storage(def, &t.field);
+    }
     for t in &fields.terms {
         if !def.custom && !crate::fields::is_selectable(&def.kind, &t.field) {
             return Err(ApiError::bad_request(format!(

@@ -33,6 +33,16 @@ struct Encoder {
 
 impl Encoder {
     fn event(&self, kind: &str, raw: &Bytes) -> Bytes {
+        if crate::convert::needs_conversion(&self.def) {
+            let obj: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+            let converted = crate::convert::from_storage(&self.def, obj);
+            let bytes = Bytes::from(serde_json::to_vec(&converted).unwrap_or_default());
+            return self.event_raw(kind, &bytes);
+        }
+        self.event_raw(kind, raw)
+    }
+
+    fn event_raw(&self, kind: &str, raw: &Bytes) -> Bytes {
         let mut buf = BytesMut::with_capacity(raw.len() + 32);
         buf.put_slice(b"{\"type\":\"");
         buf.put_slice(kind.as_bytes());

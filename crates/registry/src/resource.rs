@@ -224,7 +224,6 @@ impl B {
         self
     }
     /// Shares storage with another resource (events.k8s.io events are core events).
-    #[allow(dead_code)]
     fn storage(mut self, prefix: &str) -> B {
         self.def.storage_prefix = prefix.to_string();
         self
@@ -427,8 +426,9 @@ pub fn builtin() -> Vec<Arc<ResourceDef>> {
             Namespaced,
         )
         .done(),
-        // events.k8s.io/v1 (stored separately from core events: see ARCHITECTURE.md)
+        // events.k8s.io/v1: stored as core v1 Events (the apiserver converts)
         B::new("events.k8s.io", "v1", "Event", "events", Namespaced)
+            .storage("/registry/events")
             .short(&["ev"])
             .done(),
         // networking.k8s.io/v1

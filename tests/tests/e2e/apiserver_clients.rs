@@ -109,6 +109,26 @@ fn kube_rs(kind: StoreKind) {
         assert!(seen.contains(&"apply:a:1".to_string()), "{seen:?}");
         assert!(seen.contains(&"apply:a:5".to_string()), "{seen:?}");
         assert!(seen.contains(&"delete:b".to_string()), "{seen:?}");
+        // events.k8s.io/v1 Events are core v1 Events too (one storage, converted).
+        let evs: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "rs");
+        let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+            "regarding": {"kind": "ConfigMap", "name": "a", "namespace": "rs"},
+            "note": "hello", "reason": "Tested", "type": "Normal", "action": "Test",
+            "reportingController": "kumo-tests", "reportingInstance": "t1"})).expect("event");
+        evs.create(&PostParams::default(), &ev).await.expect("create event");
+        let core_events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "rs");
+        let listed = core_events
+            .list(&ListParams::default().fields("involvedObject.name=a"))
+            .await
+            .expect("list core events");
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items[0].message.as_deref(), Some("hello"));
+        assert_eq!(listed.items[0].reporting_component.as_deref(), Some("kumo-tests"));
+        let back = evs.get("e1").await.expect("get event");
+        assert_eq!(back.note.as_deref(), Some("hello"));
+        let by_regarding = evs.list(&ListParams::default().fields("regarding.name=a")).await.expect("list");
+        assert_eq!(by_regarding.items.len(), 1);
         let err = cms.get("nope").await.expect_err("404");
         match err {
             kube::Error::Api(s) => assert_eq!(s.code, 404),
