@@ -92,6 +92,38 @@ spec:
           value: "1"
 "#;
 
+const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Phase, type: string, jsonPath: .status.phase}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {type: integer, minimum: 1}
+              color: {type: string, enum: [red, blue]}
+          status:
+            type: object
+            properties:
+              phase: {type: string}
+"#;
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write manifest");
@@ -410,6 +442,56 @@ fn flow(kind: StoreKind, version: &str) {
         let e = k.ok(&["explain", "deployment.spec.replicas"]);
         assert!(e.contains("replicas") && e.contains("integer"), "{e}");
     }
+
+    // CustomResourceDefinitions: served as resources with schema validation, status
+    // subresource and printer columns
+    let p = write(files, "crd.yaml", CRD);
+    k.ok(&["apply", "-f", &p]);
+    k.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd/widgets.example.com",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !k
+        .ok(&["api-resources", "--api-group=example.com"])
+        .contains("widgets")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "widgets never showed up in discovery"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: kt}\nspec: {size: 3, color: red}\n";
+    let p = write(files, "w1.yaml", w);
+    k.ok(&["apply", "-f", &p]);
+    let p = write(
+        files,
+        "w2.yaml",
+        &w.replace("w1", "w2").replace("size: 3", "size: 0"),
+    );
+    let (ok, _, err) = k.run(&["apply", "-f", &p]);
+    assert!(!ok && err.contains("spec.size"), "schema validation: {err}");
+    k.ok(&[
+        "patch",
+        "wd",
+        "w1",
+        "-n",
+        "kt",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Ready"}}"#,
+    ]);
+    let table = k.ok(&["get", "wd", "-n", "kt"]);
+    assert!(
+        table.contains("SIZE") && table.contains("PHASE") && table.contains("Ready"),
+        "{table}"
+    );
+    k.ok(&["delete", "crd", "widgets.example.com"]);
 
     // delete, with the cascade variants (orphan/foreground wait for the garbage collector,
     // which lives in the controller-manager: here only the marking is checked)
