@@ -93,6 +93,8 @@ pub async fn admit(
     if def.group.is_empty() && def.kind == "Pod" && old.is_none() {
         service_account(ctx, new)?;
         limit_ranger(ctx, new);
+        priority(ctx, new)?;
+        default_toleration_seconds(new);
     }
     if old.is_none()
         && let Some(ns) = &ns
@@ -353,6 +355,101 @@ fn service_account(ctx: &Ctx, pod: &mut Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Priority admission: `spec.priorityClassName` resolves to `spec.priority` (and
+/// `preemptionPolicy`); without a class, the global default class or 0.
+fn priority(ctx: &Ctx, pod: &mut Value) -> Result<(), ApiError> {
+    let class_name = pod
+        .get("spec")
+        .and_then(|s| s.get("priorityClassName"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let (classes, _) = ctx
+        .api
+        .cache
+        .list("/registry/scheduling.k8s.io/priorityclasses/");
+    let class = match &class_name {
+        Some(name) => {
+            let found = classes.iter().find(|e| e.name == *name).map(|e| e.object());
+            match found {
+                Some(c) => Some(c),
+                None => {
+                    return Err(ApiError::forbidden(format!(
+                        "pods \"{}\" is forbidden: no PriorityClass with name {name} was found",
+                        meta_str(pod, "name").unwrap_or("")
+                    )));
+                }
+            }
+        }
+        None => classes
+            .iter()
+            .map(|e| e.object())
+            .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true)),
+    };
+    let value = class
+        .as_ref()
+        .and_then(|c| c.get("value").and_then(Value::as_i64))
+        .unwrap_or(0);
+    let requested = pod
+        .get("spec")
+        .and_then(|s| s.get("priority"))
+        .and_then(Value::as_i64);
+    if let Some(r) = requested
+        && r != value
+    {
+        return Err(ApiError::forbidden(format!(
+            "pods \"{}\" is forbidden: the integer value of priority ({r}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name",
+            meta_str(pod, "name").unwrap_or("")
+        )));
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("priority".into(), json!(value));
+        if let Some(c) = &class {
+            if let Some(n) = c.get("metadata").and_then(|m| m.get("name")) {
+                spec.insert("priorityClassName".into(), n.clone());
+            }
+            let policy = c
+                .get("preemptionPolicy")
+                .cloned()
+                .unwrap_or(json!("PreemptLowerPriority"));
+            spec.entry("preemptionPolicy").or_insert(policy);
+        } else {
+            spec.entry("preemptionPolicy")
+                .or_insert(json!("PreemptLowerPriority"));
+        }
+    }
+    Ok(())
+}
+
+/// DefaultTolerationSeconds admission: pods tolerate `not-ready` and `unreachable`
+/// NoExecute taints for 300 s unless they say otherwise.
+fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = spec
+        .entry("tolerations")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(tols) = list.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = tols.iter().any(|t| {
+            let k = t.get("key").and_then(Value::as_str);
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+            (k == Some(key) || (k.is_none() && op == "Exists"))
+                && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
 }
 
 /// LimitRanger: default container requests/limits from the namespace's LimitRanges.
