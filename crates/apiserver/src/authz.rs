@@ -148,3 +148,151 @@ pub fn attributes(info: &RequestInfo) -> kumo_auth::Attributes {
         RequestInfo::NonResource { verb, path } => kumo_auth::Attributes::non_resource(verb, path),
     }
 }
+
+/// Upstream's Node authorizer, simplified: a kubelet (`system:node:<name>` in `system:nodes`)
+/// may do what the `system:node` ClusterRole lists, except that Secrets, ConfigMaps and
+/// PersistentVolumeClaims are readable only when a pod bound to its node references them.
+/// `None` = no opinion (RBAC decides).
+pub fn node_authorize(
+    cache: &Cache,
+    rbac: &CacheRbac,
+    user: &kumo_auth::UserInfo,
+    attrs: &kumo_auth::Attributes,
+) -> Option<bool> {
+    let node = user.name.strip_prefix("system:node:")?;
+    if !user.groups.iter().any(|g| g == "system:nodes") {
+        return None;
+    }
+    if attrs.resource_request
+        && attrs.api_group.is_empty()
+        && matches!(
+            attrs.resource.as_str(),
+            "secrets" | "configmaps" | "persistentvolumeclaims"
+        )
+        && attrs.subresource.is_empty()
+    {
+        if attrs.verb != "get" || attrs.name.is_empty() {
+            return Some(false);
+        }
+        return Some(referenced_by_node_pod(
+            cache,
+            node,
+            &attrs.resource,
+            &attrs.namespace,
+            &attrs.name,
+        ));
+    }
+    let role = kumo_auth::RbacSource::cluster_role(rbac, "system:node")?;
+    let allowed = role
+        .rules
+        .as_ref()
+        .is_some_and(|rules| rules.iter().any(|r| kumo_auth::rbac::rule_allows(attrs, r)));
+    allowed.then_some(true)
+}
+
+fn referenced_by_node_pod(cache: &Cache, node: &str, resource: &str, ns: &str, name: &str) -> bool {
+    let (pods, _) = cache.list(&format!("/registry/pods/{ns}/"));
+    pods.iter()
+        .filter(|p| p.field("spec.nodeName") == Some(node))
+        .any(|p| {
+            let pod = p.object();
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            let mut refs: Vec<String> = Vec::new();
+            let spec = pod.get("spec").cloned().unwrap_or_default();
+            for vol in spec
+                .get("volumes")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                match resource {
+                    "secrets" => {
+                        refs.extend(
+                            vol.get("secret")
+                                .and_then(|s| s.get("secretName"))
+                                .and_then(text),
+                        );
+                    }
+                    "configmaps" => {
+                        refs.extend(
+                            vol.get("configMap")
+                                .and_then(|s| s.get("name"))
+                                .and_then(text),
+                        );
+                    }
+                    _ => {
+                        refs.extend(
+                            vol.get("persistentVolumeClaim")
+                                .and_then(|s| s.get("claimName"))
+                                .and_then(text),
+                        );
+                    }
+                }
+                for src in vol
+                    .get("projected")
+                    .and_then(|p| p.get("sources"))
+                    .and_then(|s| s.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let key = if resource == "secrets" {
+                        "secret"
+                    } else {
+                        "configMap"
+                    };
+                    refs.extend(src.get(key).and_then(|s| s.get("name")).and_then(text));
+                }
+            }
+            if resource == "secrets" {
+                for s in spec
+                    .get("imagePullSecrets")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    refs.extend(s.get("name").and_then(text));
+                }
+            }
+            for field in ["containers", "initContainers", "ephemeralContainers"] {
+                for c in spec
+                    .get(field)
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    for e in c
+                        .get("env")
+                        .and_then(|v| v.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
+                        let sel = if resource == "secrets" {
+                            "secretKeyRef"
+                        } else {
+                            "configMapKeyRef"
+                        };
+                        refs.extend(
+                            e.get("valueFrom")
+                                .and_then(|v| v.get(sel))
+                                .and_then(|r| r.get("name"))
+                                .and_then(text),
+                        );
+                    }
+                    for e in c
+                        .get("envFrom")
+                        .and_then(|v| v.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
+                        let sel = if resource == "secrets" {
+                            "secretRef"
+                        } else {
+                            "configMapRef"
+                        };
+                        refs.extend(e.get(sel).and_then(|r| r.get("name")).and_then(text));
+                    }
+                }
+            }
+            refs.iter().any(|r| r == name)
+        })
+}

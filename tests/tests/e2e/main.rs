@@ -1,6 +1,7 @@
 //! kumo's one integration-test binary. Each module drives real peers (etcdctl, etcd …)
 //! against kumo components started as child processes.
 
+mod apiserver_auth;
 mod apiserver_clients;
 mod apiserver_kubectl;
 mod store_badinput;
