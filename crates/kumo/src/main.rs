@@ -24,8 +24,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start a local kumo control plane and supervise it until Ctrl-C.
+    /// Start a local kumo control plane and supervise it until Ctrl-C (or `--detach`).
     Up(UpFlags),
+    /// Show whether the local control plane of `kumo up` runs, component by component.
+    Status(DataDirFlag),
+    /// Stop the local control plane (keeps its data); leaves no process behind.
+    Down(DataDirFlag),
+    /// Stop the local control plane and delete its data directory.
+    Delete(DataDirFlag),
     /// Run an etcd v3-compatible store member.
     Store(Box<StoreFlags>),
     /// Run the Kubernetes API server on an etcd v3 store (kumo store or etcd).
@@ -38,10 +44,20 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+struct DataDirFlag {
+    /// The data directory of `kumo up` (default: ~/.kumo).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct UpFlags {
     /// Where the components keep data and logs (default: ~/.kumo).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Start in the background and return once the cluster answers.
+    #[arg(long)]
+    detach: bool,
     /// Client port of the store.
     #[arg(long, default_value_t = 2379)]
     store_port: u16,
@@ -220,6 +236,28 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::print_stdout)]
+fn print_status(dir: &std::path::Path, st: &kumo_up::Status) {
+    match st.supervisor {
+        Some(pid) => println!(
+            "kumo is running (supervisor pid {pid}), data in {}",
+            dir.display()
+        ),
+        None => println!("kumo is not running (data in {})", dir.display()),
+    }
+    for (name, pid, alive) in &st.components {
+        println!(
+            "  {name:<20} pid {pid:<8} {}",
+            if *alive { "running" } else { "stopped" }
+        );
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_deleted(dir: &std::path::Path) {
+    println!("kumo stopped; deleted {}", dir.display());
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -244,7 +282,13 @@ async fn shutdown_signal() {
 /// Waits until the apiserver answers and its kubeconfig exists, then tells the user how to use
 /// it.
 #[allow(clippy::print_stdout)]
-async fn announce(comps: Vec<String>, data_dir: PathBuf, kubeconfig: PathBuf, port: u16) {
+async fn announce(
+    comps: Vec<String>,
+    data_dir: PathBuf,
+    kubeconfig: PathBuf,
+    port: u16,
+    detached: bool,
+) {
     for _ in 0..1200 {
         let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -257,7 +301,11 @@ async fn announce(comps: Vec<String>, data_dir: PathBuf, kubeconfig: PathBuf, po
             );
             println!("  export KUBECONFIG={}", kubeconfig.display());
             println!("  kubectl get namespaces");
-            println!("stop with Ctrl-C.");
+            if detached {
+                println!("stop with `kumo down`, remove everything with `kumo delete`.");
+            } else {
+                println!("stop with Ctrl-C.");
+            }
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -268,15 +316,90 @@ async fn announce(comps: Vec<String>, data_dir: PathBuf, kubeconfig: PathBuf, po
     );
 }
 
+fn default_data_dir(d: Option<PathBuf>) -> PathBuf {
+    d.unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".kumo")
+    })
+}
+
+/// `kumo up --detach`: runs `kumo up` (without `--detach`) in its own process group with its
+/// output in `DIR/logs/up.log`, and returns once the apiserver answers.
+#[allow(clippy::print_stdout)]
+fn detach(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let status = kumo_up::status(data_dir);
+    if let Some(pid) = status.supervisor {
+        anyhow::bail!(
+            "kumo is already running in {} (pid {pid}); `kumo down` first",
+            data_dir.display()
+        );
+    }
+    std::fs::create_dir_all(data_dir.join("logs"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("logs").join("up.log"))?;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(&args);
+    if !args
+        .iter()
+        .any(|a| a == "--data-dir" || a.starts_with("--data-dir="))
+    {
+        cmd.arg("--data-dir").arg(data_dir);
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    println!(
+        "kumo up running in the background (pid {}), log in {}",
+        child.id(),
+        data_dir.join("logs/up.log").display()
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Status(f) => {
+            let dir = default_data_dir(f.data_dir);
+            let st = kumo_up::status(&dir);
+            print_status(&dir, &st);
+            Ok(())
+        }
+        Command::Down(f) => {
+            let dir = default_data_dir(f.data_dir);
+            runtime()?.block_on(kumo_up::down(&dir, std::time::Duration::from_secs(20)));
+            print_status(&dir, &kumo_up::status(&dir));
+            Ok(())
+        }
+        Command::Delete(f) => {
+            let dir = default_data_dir(f.data_dir);
+            runtime()?.block_on(kumo_up::down(&dir, std::time::Duration::from_secs(20)));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            print_deleted(&dir);
+            Ok(())
+        }
         Command::Up(flags) => {
             kumo_config::init_logging("info", kumo_config::LogFormat::Text);
-            let data_dir = match flags.data_dir {
-                Some(d) => d,
-                None => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
-                    .join(".kumo"),
-            };
+            let data_dir = default_data_dir(flags.data_dir);
+            if flags.detach {
+                detach(&data_dir)?;
+                let kubeconfig = data_dir.join("kubeconfig");
+                let names = vec!["store".to_string(), "apiserver".to_string()];
+                return runtime()?.block_on(async move {
+                    announce(names, data_dir, kubeconfig, flags.apiserver_port, true).await;
+                    Ok(())
+                });
+            }
             let cfg = kumo_up::UpConfig {
                 exe: std::env::current_exe()?,
                 data_dir: data_dir.clone(),
@@ -287,7 +410,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let names = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
             let kubeconfig = cfg.kubeconfig();
             runtime()?.block_on(async move {
-                tokio::spawn(announce(names, data_dir, kubeconfig, flags.apiserver_port));
+                tokio::spawn(announce(
+                    names,
+                    data_dir,
+                    kubeconfig,
+                    flags.apiserver_port,
+                    false,
+                ));
                 kumo_up::run(cfg, shutdown_signal()).await
             })?;
             Ok(())

@@ -97,6 +97,119 @@ fn prepare(dir: &Path) -> Result<(), UpError> {
     })
 }
 
+/// Where the supervisor and the components record their pids.
+pub fn run_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("run")
+}
+
+fn pid_file(data_dir: &Path, name: &str) -> PathBuf {
+    run_dir(data_dir).join(format!("{name}.pid"))
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // state is the field after the parenthesised command name
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// The state of a local cluster, from its pid files.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The supervisor (`kumo up`) pid, when running.
+    pub supervisor: Option<u32>,
+    /// Each recorded component with its pid and whether it is alive.
+    pub components: Vec<(String, u32, bool)>,
+}
+
+/// Reads the pid files under `data_dir`.
+pub fn status(data_dir: &Path) -> Status {
+    let supervisor = read_pid(&pid_file(data_dir, "up")).filter(|p| alive(*p));
+    let mut components = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(run_dir(data_dir)) {
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".pid")
+                    .map(str::to_string)
+            })
+            .filter(|n| n != "up")
+            .collect();
+        names.sort();
+        for n in names {
+            if let Some(pid) = read_pid(&pid_file(data_dir, &n)) {
+                components.push((n, pid, alive(pid)));
+            }
+        }
+    }
+    Status {
+        supervisor,
+        components,
+    }
+}
+
+async fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// Stops a running `kumo up` (SIGTERM, which stops every component gracefully) and waits
+/// until no process of it is left, killing stragglers after `grace`. Data stays.
+pub async fn down(data_dir: &Path, grace: Duration) -> Status {
+    let before = status(data_dir);
+    if let Some(pid) = before.supervisor {
+        signal(pid, "-TERM").await;
+    } else {
+        for (_, pid, alive) in &before.components {
+            if *alive {
+                signal(*pid, "-TERM").await;
+            }
+        }
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        let now = status(data_dir);
+        let left: Vec<u32> = before
+            .supervisor
+            .iter()
+            .copied()
+            .chain(before.components.iter().map(|(_, p, _)| *p))
+            .filter(|p| alive(*p))
+            .collect();
+        if left.is_empty() {
+            let _ = std::fs::remove_file(pid_file(data_dir, "up"));
+            for (n, _, _) in &now.components {
+                let _ = std::fs::remove_file(pid_file(data_dir, n));
+            }
+            return status(data_dir);
+        }
+        if Instant::now() > deadline {
+            for p in left {
+                signal(p, "-KILL").await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn spawn(exe: &Path, c: &Component) -> std::io::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -124,6 +237,9 @@ async fn supervise(exe: PathBuf, c: Component, mut stop: tokio::sync::watch::Rec
             }
         };
         tracing::info!(component = %c.name, pid = child.id(), log = %c.log.display(), "started");
+        if let (Some(pid), Some(data_dir)) = (child.id(), c.log.parent().and_then(Path::parent)) {
+            let _ = std::fs::write(pid_file(data_dir, &c.name), pid.to_string());
+        }
         tokio::select! {
             status = child.wait() => {
                 let up = started.elapsed();
@@ -170,6 +286,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Vec<Component>, UpError> {
     prepare(&cfg.data_dir.join("logs"))?;
+    prepare(&run_dir(&cfg.data_dir))?;
+    let up_pid = pid_file(&cfg.data_dir, "up");
+    std::fs::write(&up_pid, std::process::id().to_string()).map_err(|source| UpError::Io {
+        path: up_pid.clone(),
+        source,
+    })?;
     let components = plan(&cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -185,5 +307,9 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    for c in &components {
+        let _ = std::fs::remove_file(pid_file(&cfg.data_dir, &c.name));
+    }
+    let _ = std::fs::remove_file(&up_pid);
     Ok(components)
 }

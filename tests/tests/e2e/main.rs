@@ -9,3 +9,4 @@ mod store_conformance;
 mod store_durability;
 mod store_golden;
 mod store_metrics;
+mod up;
