@@ -121,6 +121,44 @@ pub struct CacheEvent {
     pub entry: Arc<Entry>,
     /// The object before the change (for selector transitions).
     pub prev: Option<Arc<Entry>>,
+    /// The JSON watch frame (`{"type":…,"object":…}\n`) per event type, encoded once and
+    /// shared by every watcher that sends it.
+    frames: [std::sync::OnceLock<Bytes>; 3],
+}
+
+impl CacheEvent {
+    fn new(rv: i64, kind: EventType, entry: Arc<Entry>, prev: Option<Arc<Entry>>) -> CacheEvent {
+        CacheEvent {
+            rv,
+            kind,
+            entry,
+            prev,
+            frames: Default::default(),
+        }
+    }
+
+    /// The JSON watch frame of this event sent as `as_type` (ADDED/MODIFIED/DELETED).
+    pub fn json_frame(&self, as_type: &'static str) -> Bytes {
+        let i = match as_type {
+            "ADDED" => 0,
+            "MODIFIED" => 1,
+            _ => 2,
+        };
+        self.frames[i]
+            .get_or_init(|| json_frame(as_type, &self.entry.raw))
+            .clone()
+    }
+}
+
+/// `{"type":"<T>","object":<raw>}\n`.
+pub fn json_frame(as_type: &str, raw: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(raw.len() + 32);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(as_type.as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    buf.extend_from_slice(raw);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
 }
 
 /// A message to one watcher.
@@ -309,12 +347,7 @@ impl Cache {
         } else {
             EventType::Added
         };
-        let ev = Arc::new(CacheEvent {
-            rv: rev,
-            kind,
-            entry,
-            prev,
-        });
+        let ev = Arc::new(CacheEvent::new(rev, kind, entry, prev));
         Self::publish(&mut inner, ev);
         drop(inner);
         self.rev_tx.send_replace(rev);
@@ -332,12 +365,7 @@ impl Cache {
         let entry = Entry::from_value(key, &mut obj, rev)
             .map(Arc::new)
             .unwrap_or_else(|| prev.clone());
-        let ev = Arc::new(CacheEvent {
-            rv: rev,
-            kind: EventType::Deleted,
-            entry,
-            prev: Some(prev),
-        });
+        let ev = Arc::new(CacheEvent::new(rev, EventType::Deleted, entry, Some(prev)));
         Self::publish(&mut inner, ev);
         drop(inner);
         self.rev_tx.send_replace(rev);

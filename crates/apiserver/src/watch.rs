@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -32,6 +32,16 @@ struct Encoder {
 }
 
 impl Encoder {
+    /// A cache event's frame: shared across watchers for plain JSON.
+    fn cache_event(&self, kind: &'static str, ev: &CacheEvent) -> Bytes {
+        if matches!(self.output, Output::Json | Output::Yaml)
+            && !crate::convert::needs_conversion(&self.def)
+        {
+            return ev.json_frame(kind);
+        }
+        self.event(kind, &ev.entry.raw)
+    }
+
     fn event(&self, kind: &str, raw: &Bytes) -> Bytes {
         if crate::convert::needs_conversion(&self.def) {
             let obj: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
@@ -43,19 +53,13 @@ impl Encoder {
     }
 
     fn event_raw(&self, kind: &str, raw: &Bytes) -> Bytes {
-        let mut buf = BytesMut::with_capacity(raw.len() + 32);
-        buf.put_slice(b"{\"type\":\"");
-        buf.put_slice(kind.as_bytes());
-        buf.put_slice(b"\",\"object\":");
         match self.output {
-            Output::Json | Output::Yaml => buf.put_slice(raw),
+            Output::Json | Output::Yaml => crate::cache::json_frame(kind, raw),
             other => {
                 let v = output::event_object(other, &self.def, raw, self.include);
-                buf.put_slice(v.to_string().as_bytes());
+                crate::cache::json_frame(kind, v.to_string().as_bytes())
             }
         }
-        buf.put_slice(b"}\n");
-        buf.freeze()
     }
 
     fn value(&self, kind: &str, v: &Value) -> Bytes {
@@ -121,11 +125,14 @@ pub async fn serve(
     } else {
         let n = rv
             .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
         if !ctx.api.cache.wait_for(n, Duration::from_secs(3)).await {
-            return Err(ApiError::timeout(format!(
-                "Too large resource version: {n}, current: {}",
-                ctx.api.cache.revision()
+            // Like upstream's watch cache: past admission, a watch fails with an ERROR event.
+            return Ok(error_event(&crate::api::too_large_resource_version(
+                n,
+                ctx.api.cache.revision(),
             )));
         }
         Some(n)
@@ -185,7 +192,7 @@ pub async fn serve(
         for ev in std::mem::take(&mut w.backlog) {
             last_rv = ev.rv;
             if let Some(kind) = translate(&opts, &ev)
-                && !send(enc.event(kind, &ev.entry.raw)).await
+                && !send(enc.cache_event(kind, &ev)).await
             {
                 crate::metrics::watchers_dec(&def_for_metrics);
                 return;
@@ -201,7 +208,7 @@ pub async fn serve(
                             if ev.rv <= last_rv { continue; }
                             last_rv = ev.rv;
                             if let Some(kind) = translate(&opts, &ev)
-                                && !send(enc.event(kind, &ev.entry.raw)).await
+                                && !send(enc.cache_event(kind, &ev)).await
                             {
                                 break;
                             }
@@ -230,6 +237,18 @@ pub async fn serve(
         http::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// A watch response that is one ERROR event carrying `e`'s Status.
+fn error_event(e: &ApiError) -> Response<Body> {
+    let mut line = json!({"type": "ERROR", "object": e.to_status()}).to_string();
+    line.push('\n');
+    let mut resp = Response::new(crate::body::full(line));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn rand_secs(max: u64) -> u64 {
