@@ -497,7 +497,9 @@ fn find_unescaped(s: &str, pat: &str) -> Option<usize> {
             i += 2;
             continue;
         }
-        if s[i..].starts_with(pat) {
+        // Bytes, not `&s[i..]`: after a multi-byte character (or an escape before one) `i` is
+        // not a char boundary. `pat` is ASCII, so a match always starts on one.
+        if bytes[i..].starts_with(pat.as_bytes()) {
             return Some(i);
         }
         i += 1;
@@ -598,5 +600,22 @@ mod tests {
         assert_eq!(g.terms[0].value, "a,b");
         assert!(FieldSelector::parse("nonsense").is_err());
         assert_eq!(f.required_value("spec.nodeName"), Some("n1"));
+    }
+
+    /// Multi-byte characters anywhere (also right after an escape) used to panic the request
+    /// (slicing inside a character); found by the apiserver fuzz target.
+    #[test]
+    fn field_selectors_with_multibyte_characters() {
+        let f = FieldSelector::parse("metadata.name=é,spec.x!=ü").expect("parse");
+        assert_eq!(
+            (f.terms[0].value.as_str(), f.terms[1].value.as_str()),
+            ("é", "ü")
+        );
+        assert!(!f.terms[1].equals);
+        let g = FieldSelector::parse("metadata.name=\\é=x").expect("escape before é");
+        assert_eq!(g.terms[0].field, "metadata.name");
+        for s in ["é", "\\é", "é\\", "a\\ééé=b", "ééé!=b", "\u{5d0}x=y"] {
+            let _ = FieldSelector::parse(s);
+        }
     }
 }

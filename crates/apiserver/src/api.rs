@@ -146,7 +146,7 @@ fn encode_continue(rv: i64, start_key: &str, prefix: &str) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(v.to_string())
 }
 
-fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
+pub(crate) fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     use base64::Engine;
     let bad = || ApiError::bad_request(format!("invalid continue token: \"{token}\""));
     let raw = base64::engine::general_purpose::URL_SAFE
@@ -163,6 +163,21 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
         return Err(bad());
     }
     Ok((rv, start.to_string()))
+}
+
+/// Upstream's `NewTooLargeResourceVersionError`: 504 Timeout with the
+/// `ResourceVersionTooLarge` cause clients (client-go's reflector) look for, retry after 1 s.
+pub fn too_large_resource_version(rv: i64, current: i64) -> ApiError {
+    let mut e = ApiError::timeout(format!(
+        "Timeout: Too large resource version: {rv}, current: {current}"
+    ));
+    e.causes = vec![Cause::new(
+        "ResourceVersionTooLarge",
+        "",
+        "Too large resource version",
+    )];
+    e.retry_after_seconds = Some(1);
+    e
 }
 
 fn parse_rv(s: &str) -> Result<i64, ApiError> {
@@ -209,10 +224,7 @@ impl Api {
                 if self.cache.wait_for(rv, FRESHNESS_WAIT).await {
                     return self.cache.get(&key).ok_or_else(not_found);
                 }
-                return Err(ApiError::timeout(format!(
-                    "Too large resource version: {rv}, current: {}",
-                    self.cache.revision()
-                )));
+                return Err(too_large_resource_version(rv, self.cache.revision()));
             }
             _ => {}
         }
@@ -268,10 +280,7 @@ impl Api {
             (Some(rv), Some("NotOlderThan")) | (Some(rv), None) if !rv.is_empty() => {
                 let rv = parse_rv(rv)?;
                 if rv > 0 && !self.cache.wait_for(rv, FRESHNESS_WAIT).await {
-                    return Err(ApiError::timeout(format!(
-                        "Too large resource version: {rv}, current: {}",
-                        self.cache.revision()
-                    )));
+                    return Err(too_large_resource_version(rv, self.cache.revision()));
                 }
                 if opts.limit.is_some() && rv > 0 {
                     // Paged lists at a revision read the store so pages are consistent.
@@ -530,6 +539,14 @@ pub fn check_identity(
     url_ns: Option<&str>,
     url_name: Option<&str>,
 ) -> Result<(), ApiError> {
+    // `metadata` that is not an object fails the typed decode (400) before anything looks at
+    // names (which `meta_mut` would otherwise paper over).
+    if obj
+        .get("metadata")
+        .is_some_and(|m| !m.is_object() && !m.is_null())
+    {
+        crate::schema::decode_check(def, obj)?;
+    }
     let meta = meta_mut(obj);
     if def.namespaced() {
         match (meta.get("namespace").and_then(Value::as_str), url_ns) {

@@ -33,6 +33,9 @@ pub struct Ctx {
     pub content_type: Option<String>,
     pub user_agent: String,
     pub warnings: Vec<String>,
+    /// Keys repeated within one object of a JSON create/update body (`metadata.name`): parsed
+    /// objects keep only the last value, so the write pipeline learns of them from here.
+    pub duplicates: Vec<String>,
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY`].
@@ -130,6 +133,7 @@ where
         content_type: header(http::header::CONTENT_TYPE),
         user_agent: header(http::header::USER_AGENT).unwrap_or_default(),
         warnings: Vec::new(),
+        duplicates: Vec::new(),
     };
     let result = match info {
         RequestInfo::NonResource { path, .. } => non_resource(&ctx, &parts.method, &path).await,
@@ -262,12 +266,24 @@ where
     {
         return Err(not_found_path());
     }
+    // A cluster-scoped resource under a namespace (`/api/v1/namespaces/x/nodes`) is no route
+    // upstream.
+    if !def.namespaced() && r.namespace.is_some() {
+        return Err(not_found_path());
+    }
     let ns = if def.namespaced() {
         r.namespace.as_deref()
     } else {
         None
     };
     if def.namespaced() && ns.is_none() && !matches!(verb, "list" | "watch") {
+        // `/api/v1/configmaps` is a route (list and watch across namespaces): other methods
+        // on it are 405 upstream; a name without a namespace is no route at all.
+        if r.name.is_none() {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
         return Err(not_found_path());
     }
     if !def.verbs.iter().any(|v| v == verb) && r.subresource.is_none() {
@@ -275,6 +291,7 @@ where
             "the server does not allow this method on the requested resource",
         ));
     }
+    validate_options(ctx, verb)?;
     let name = r.name.as_deref();
     let sub = r.subresource.as_deref();
     match (verb, name, sub) {
@@ -315,6 +332,7 @@ where
         ("create", None, None) => {
             let raw = read_body(body).await?;
             let obj = decode_object(ctx.content_type.as_deref(), &raw)?;
+            ctx.duplicates = json_duplicates(ctx.content_type.as_deref(), &raw);
             if kumo_registry::resource::is_virtual(&def) {
                 return crate::reviews::create(ctx, &def, ns, obj).await;
             }
@@ -333,6 +351,7 @@ where
         ("update", Some(name), s) => {
             let raw = read_body(body).await?;
             let obj = decode_object(ctx.content_type.as_deref(), &raw)?;
+            ctx.duplicates = json_duplicates(ctx.content_type.as_deref(), &raw);
             let (out, created) = update(ctx, &def, ns, name, obj, s).await?;
             written(ctx, &def, s, out, created)
         }
@@ -451,10 +470,24 @@ fn delete_options(q: &Query, raw: &[u8]) -> Result<DeleteOptions, ApiError> {
                 .and_then(Value::as_str)
                 .map(str::to_string);
         }
-        if v.get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
+        if let Some(values) = v.get("dryRun").and_then(Value::as_array)
+            && !values.is_empty()
         {
+            if values.iter().any(|d| d.as_str() != Some("All")) {
+                return Err(ApiError::invalid(
+                    "meta.k8s.io",
+                    "DeleteOptions",
+                    "",
+                    vec![Cause::new(
+                        "FieldValueNotSupported",
+                        "dryRun",
+                        format!(
+                            "Unsupported value: {}: supported values: \"All\"",
+                            Value::Array(values.clone())
+                        ),
+                    )],
+                ));
+            }
             o.dry_run = true;
         }
     }
@@ -504,14 +537,23 @@ async fn prepare(
             "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got \"{mode}\""
         )));
     }
+    let duplicates = std::mem::take(&mut ctx.duplicates);
     if mode != "Ignore" {
         let unknown = kumo_registry::validate::unknown_fields(def, new);
-        if !unknown.is_empty() {
+        if !unknown.is_empty() || !duplicates.is_empty() {
             if mode == "Strict" {
-                return Err(kumo_registry::validate::strict_error(def, &unknown));
+                return Err(kumo_registry::validate::strict_error_with_duplicates(
+                    def,
+                    &unknown,
+                    &duplicates,
+                ));
             }
             ctx.warnings
                 .extend(kumo_registry::validate::unknown_field_warnings(&unknown));
+            ctx.warnings
+                .extend(kumo_registry::validate::duplicate_field_warnings(
+                    &duplicates,
+                ));
         }
     }
     crate::schema::prune_unknown(def, new);
@@ -732,15 +774,18 @@ pub async fn patch(
             ));
         }
     };
-    if kind == PatchKind::Apply && ctx.query.field_manager.is_none() {
-        return Err(ApiError::bad_request(
-            "PATCH requests with application/apply-patch+yaml must have a fieldManager query parameter",
+    // Upstream's ValidatePatchOptions: `force` (any value) only with apply, a fieldManager
+    // required for apply, then the options every write validates.
+    let mut causes = Vec::new();
+    if kind != PatchKind::Apply && ctx.query.raw.contains_key("force") {
+        causes.push(Cause::forbidden(
+            "force",
+            "may not be specified for non-apply patch",
         ));
     }
-    if kind != PatchKind::Apply && ctx.query.force {
-        return Err(ApiError::bad_request(
-            "force=true is only supported for apply requests",
-        ));
+    causes.extend(options_causes(&ctx.query, true, kind == PatchKind::Apply));
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", causes));
     }
     for attempt in 0..5 {
         let current = ctx.api.read_for_write(def, ns, name).await?;
@@ -765,7 +810,7 @@ fn patch_has_rv(raw: &[u8]) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PatchKind {
+pub(crate) enum PatchKind {
     Json,
     Merge,
     Strategic,
@@ -787,7 +832,8 @@ async fn patch_once(
     if sub == Some("scale") {
         let (cur, _) = current.ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
         let scale = to_scale(def, &cur);
-        let patched = apply_patch(kind, &scale, raw, "autoscaling/v1", "Scale")?;
+        let patched =
+            apply_patch(kind, &scale, raw, "autoscaling/v1", "Scale").map_err(bad_patch)?;
         let replicas = patched
             .get("spec")
             .and_then(|s| s.get("replicas"))
@@ -812,7 +858,8 @@ async fn patch_once(
                 &av,
                 &def.kind,
                 &now,
-            )?;
+            )
+            .map_err(bad_patch)?;
             check_kind(def, &mut obj, &def.kind, &av)?;
             check_identity(def, &mut obj, ns, Some(name))?;
             prepare(ctx, def, None, &mut obj, None, false).await?;
@@ -842,9 +889,15 @@ async fn patch_once(
                     lists: None,
                     reset: None,
                 },
-            )?
+            )
+            .map_err(bad_patch)?
         }
-        k => apply_patch(k, &cur, raw, &av, &def.kind)?,
+        k => {
+            let new = apply_patch(k, &cur, raw, &av, &def.kind).map_err(bad_patch)?;
+            let mode = ctx.query.field_validation.as_deref().unwrap_or("Warn");
+            check_patched(def, &new, raw, k, mode, &mut ctx.warnings)?;
+            new
+        }
     };
     // A patch may carry a resourceVersion precondition.
     if let Some(prv) = meta_str(&new, "resourceVersion")
@@ -867,7 +920,157 @@ async fn patch_once(
     Ok((out, false))
 }
 
-fn decode_apply(raw: &[u8]) -> Result<Value, ApiError> {
+/// Upstream answers some malformed patches with a plain Go error, which becomes a 500 without
+/// a reason (server-side apply's "failed to create typed patch object", strategic merge patch
+/// directive errors), or with a recovered panic (strategic merge patch on lists whose elements
+/// are not what the patch says). They are the client's fault: kumo answers 400 BadRequest with
+/// upstream's message instead (upstream is moving the same way: kubernetes#139255, #79210).
+pub(crate) fn bad_patch(e: ApiError) -> ApiError {
+    if e.code != 500 || e.message.starts_with("failed to decode managed fields") {
+        return e;
+    }
+    if e.reason.is_empty() {
+        return ApiError::bad_request(e.message);
+    }
+    if e.message
+        .starts_with("This request caused apiserver to panic")
+    {
+        return ApiError::bad_request(
+            "the strategic merge patch does not fit the object: a list holds lists or objects where scalars are expected, or scalars where objects are expected",
+        );
+    }
+    e
+}
+
+/// What upstream's json/merge/strategic patchers check when they decode the patched object
+/// (`applyPatchToCurrentObject`): a value of the wrong type, and under
+/// `fieldValidation=Strict` unknown fields and keys repeated in the patch body, are a 422
+/// `Invalid` on the field `patch` (not the 400 a create gets); under `Warn` they are warnings
+/// (the unknown fields' from the write pipeline).
+pub(crate) fn check_patched(
+    def: &ResourceDef,
+    patched: &Value,
+    raw: &[u8],
+    kind: PatchKind,
+    mode: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let invalid = |detail: &str| {
+        ApiError::invalid(
+            "",
+            "",
+            "",
+            vec![Cause::invalid(
+                "patch",
+                &Value::String(patched.to_string()),
+                detail,
+            )],
+        )
+    };
+    if let Err(e) = crate::schema::decode_check(def, patched) {
+        // `<Kind> in version "v1" cannot be handled as a <Kind>: <detail>` → `<detail>`.
+        let detail = e
+            .message
+            .split_once(" cannot be handled as a ")
+            .and_then(|(_, rest)| rest.split_once(": "))
+            .map_or(e.message.as_str(), |(_, d)| d);
+        return Err(invalid(detail));
+    }
+    if !matches!(mode, "Strict" | "Warn") {
+        return Ok(());
+    }
+    // The patch body's own repeated keys (json patch bodies are lists of operations).
+    let duplicates = if kind == PatchKind::Json {
+        Vec::new()
+    } else {
+        kumo_registry::validate::duplicate_fields(raw)
+    };
+    let duplicates = kumo_registry::validate::duplicate_field_warnings(&duplicates);
+    if mode == "Warn" {
+        warnings.extend(duplicates);
+        return Ok(());
+    }
+    let mut errors = duplicates;
+    errors.extend(kumo_registry::validate::unknown_field_warnings(
+        &kumo_registry::validate::unknown_fields(def, patched),
+    ));
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(&format!(
+        "strict decoding error: {}",
+        errors.join(", ")
+    )))
+}
+
+/// Keys repeated within one object of a JSON request body (YAML and protobuf bodies are not
+/// checked).
+fn json_duplicates(content_type: Option<&str>, raw: &[u8]) -> Vec<String> {
+    let media = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if matches!(media.as_str(), "" | "application/json" | "*/*") {
+        kumo_registry::validate::duplicate_fields(raw)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The causes of upstream's `ValidateFieldManager` / `ValidateDryRun` /
+/// `ValidateFieldValidation` on a write's options (`manager_and_validation`: create, update and
+/// patch; a delete checks dryRun only). `apply`: a fieldManager is required.
+fn options_causes(q: &Query, manager_and_validation: bool, apply: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if manager_and_validation {
+        let manager = q.raw.get("fieldManager").map_or("", String::as_str);
+        causes.extend(kumo_apimachinery::managed::validate_field_manager(
+            manager, apply,
+        ));
+    }
+    if q.dry_run_values.iter().any(|v| v != "All") {
+        let values: Vec<String> = q.dry_run_values.iter().map(|v| format!("{v:?}")).collect();
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            "dryRun",
+            format!(
+                "Unsupported value: []string{{{}}}: supported values: \"All\"",
+                values.join(", ")
+            ),
+        ));
+    }
+    if manager_and_validation
+        && let Some(v) = q.raw.get("fieldValidation")
+        && !matches!(v.as_str(), "" | "Ignore" | "Strict" | "Warn")
+    {
+        causes.push(Cause::not_supported(
+            "fieldValidation",
+            &json!(v),
+            &["", "Ignore", "Strict", "Warn"],
+        ));
+    }
+    causes
+}
+
+/// Upstream's `Validate{Create,Update,Delete}Options` before a write: 422 `Invalid` on the
+/// options kind (`CreateOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: …`).
+/// Patches validate theirs in [`patch`], once the patch type is known.
+fn validate_options(ctx: &Ctx, verb: &str) -> Result<(), ApiError> {
+    let kind = match verb {
+        "create" => "CreateOptions",
+        "update" => "UpdateOptions",
+        "delete" | "deletecollection" => "DeleteOptions",
+        _ => return Ok(()),
+    };
+    let causes = options_causes(&ctx.query, kind != "DeleteOptions", false);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("meta.k8s.io", kind, "", causes))
+    }
+}
+
+pub(crate) fn decode_apply(raw: &[u8]) -> Result<Value, ApiError> {
     let v: Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
         Err(_) => serde_saphyr::from_slice(raw)
@@ -879,7 +1082,7 @@ fn decode_apply(raw: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn apply_patch(
+pub(crate) fn apply_patch(
     kind: PatchKind,
     doc: &Value,
     raw: &[u8],

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod convert;
 pub mod discovery;
 pub mod fields;
+pub mod fuzzing;
 pub mod http;
 pub mod kubelet_client;
 pub mod metrics;

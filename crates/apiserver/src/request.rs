@@ -128,6 +128,9 @@ pub struct Query {
     pub allow_watch_bookmarks: bool,
     pub send_initial_events: bool,
     pub dry_run: bool,
+    /// Every `dryRun` value given; only `All` is valid, and the write verbs refuse others
+    /// with upstream's 422 on their options (reads ignore the parameter, as upstream).
+    pub dry_run_values: Vec<String>,
     pub field_manager: Option<String>,
     pub field_validation: Option<String>,
     pub force: bool,
@@ -136,26 +139,24 @@ pub struct Query {
     pub pretty: bool,
 }
 
+/// A boolean query parameter as upstream's parameter codec reads it: anything but `0` and
+/// `false` (any case) is true.
 fn truthy(v: &str) -> bool {
-    matches!(v, "true" | "1" | "True" | "TRUE")
+    !(v == "0" || v.eq_ignore_ascii_case("false"))
 }
 
 impl Query {
     /// Parses a raw query string; malformed numbers are a 400.
     pub fn parse(q: Option<&str>) -> Result<Query, ApiError> {
         let mut raw = HashMap::new();
-        let mut dry_run = false;
+        let mut dry_run_values = Vec::new();
         for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
             if k == "dryRun" {
-                if v != "All" {
-                    return Err(ApiError::bad_request(format!(
-                        "Invalid dryRun value: \"{v}\": supported values: \"All\""
-                    )));
-                }
-                dry_run = true;
+                dry_run_values.push(v.to_string());
             }
             raw.insert(k.into_owned(), v.into_owned());
         }
+        let dry_run = !dry_run_values.is_empty() && dry_run_values.iter().all(|v| v == "All");
         let get = |k: &str| raw.get(k).cloned().filter(|s| !s.is_empty());
         let num = |k: &str| -> Result<Option<i64>, ApiError> {
             match raw.get(k) {
@@ -181,6 +182,7 @@ impl Query {
             allow_watch_bookmarks: raw.get("allowWatchBookmarks").is_some_and(|v| truthy(v)),
             send_initial_events: raw.get("sendInitialEvents").is_some_and(|v| truthy(v)),
             dry_run,
+            dry_run_values,
             field_manager: get("fieldManager"),
             field_validation: get("fieldValidation"),
             force: raw.get("force").is_some_and(|v| truthy(v)),

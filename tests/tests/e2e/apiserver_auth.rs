@@ -15,16 +15,33 @@ fn user_kubeconfig(api: &ApiServerProc, dir: &Path, cn: &str, o: &str) -> std::p
     let crt = dir.join(format!("{}.crt", cn.replace(':', "_")));
     let ok = |c: &mut Command| {
         let out = c.output().expect("openssl");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    ok(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&key));
+    ok(Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&key));
     ok(Command::new("openssl")
         .args(["req", "-new", "-key"])
         .arg(&key)
         .args(["-subj", &format!("/O={o}/CN={cn}"), "-out"])
         .arg(&csr));
     let ext = dir.join("client.ext");
-    std::fs::write(&ext, "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n").expect("ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("ext");
     ok(Command::new("openssl")
         .args(["x509", "-req", "-extfile"])
         .arg(&ext)
@@ -44,11 +61,38 @@ fn user_kubeconfig(api: &ApiServerProc, dir: &Path, cn: &str, o: &str) -> std::p
             .args(args)
             .output()
             .expect("kubectl config");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    k(&["config", "set-cluster", "kumo", &format!("--server={}", api.url()), &format!("--certificate-authority={}", api.cert_dir.join("ca.crt").display()), "--embed-certs=true"]);
-    k(&["config", "set-credentials", cn, &format!("--client-certificate={}", crt.display()), &format!("--client-key={}", key.display()), "--embed-certs=true"]);
-    k(&["config", "set-context", "ctx", "--cluster=kumo", &format!("--user={cn}")]);
+    k(&[
+        "config",
+        "set-cluster",
+        "kumo",
+        &format!("--server={}", api.url()),
+        &format!(
+            "--certificate-authority={}",
+            api.cert_dir.join("ca.crt").display()
+        ),
+        "--embed-certs=true",
+    ]);
+    k(&[
+        "config",
+        "set-credentials",
+        cn,
+        &format!("--client-certificate={}", crt.display()),
+        &format!("--client-key={}", key.display()),
+        "--embed-certs=true",
+    ]);
+    k(&[
+        "config",
+        "set-context",
+        "ctx",
+        "--cluster=kumo",
+        &format!("--user={cn}"),
+    ]);
     k(&["config", "use-context", "ctx"]);
     kc
 }
@@ -60,7 +104,11 @@ fn run(kc: &Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("kubectl");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -73,7 +121,15 @@ fn node_and_user_authorization() {
     let nobody = user_kubeconfig(&api, dir.path(), "alice", "devs");
 
     // whoami
-    let (ok, out) = run(&node, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    let (ok, out) = run(
+        &node,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
     assert!(ok && out.contains("system:node:n1"), "{out}");
 
     // A user without bindings is forbidden, with upstream's message.
@@ -95,9 +151,15 @@ fn node_and_user_authorization() {
     assert!(ok, "{out}");
 
     // Secrets: only those a pod on this node references.
-    let (ok, out) = run(&admin, &["create", "secret", "generic", "s1", "--from-literal=a=b"]);
+    let (ok, out) = run(
+        &admin,
+        &["create", "secret", "generic", "s1", "--from-literal=a=b"],
+    );
     assert!(ok, "{out}");
-    let (ok, out) = run(&admin, &["create", "secret", "generic", "s2", "--from-literal=a=b"]);
+    let (ok, out) = run(
+        &admin,
+        &["create", "secret", "generic", "s2", "--from-literal=a=b"],
+    );
     assert!(ok, "{out}");
     let (ok, out) = run(&node, &["get", "secret", "s1"]);
     assert!(!ok && out.contains("Forbidden"), "{out}");
@@ -116,7 +178,10 @@ fn node_and_user_authorization() {
             assert!(out.contains("secret/s1"));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "node never got its pod's secret: {out}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never got its pod's secret: {out}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let (ok, out) = run(&node, &["get", "secret", "s2"]);

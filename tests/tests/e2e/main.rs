@@ -2,6 +2,7 @@
 //! against kumo components started as child processes.
 
 mod apiserver_auth;
+mod apiserver_badinput;
 mod apiserver_clients;
 mod apiserver_kubectl;
 mod store_badinput;
