@@ -862,6 +862,11 @@ impl ApiServerProc {
             .with_context(|| format!("run kubectl {version}"))
     }
 
+    /// The OS pid of the running apiserver process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the apiserver (the store stays up).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -36,6 +36,8 @@ enum Command {
     Store(Box<StoreFlags>),
     /// Run the Kubernetes API server on an etcd v3 store (kumo store or etcd).
     Apiserver(Box<ApiserverFlags>),
+    /// Run the controllers (Deployment, ReplicaSet, garbage collector, namespaces, nodes …).
+    ControllerManager(Box<ControllerManagerFlags>),
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
     Snapshot {
         #[command(subcommand)]
@@ -121,6 +123,49 @@ struct ApiserverFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     service_cluster_ip_range: Option<String>,
+    /// Log level.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+}
+
+/// Flags of `kumo controller-manager`; names mirror kube-controller-manager's. Every other
+/// setting (`concurrent-*-syncs`, node monitor periods …) comes from `KUMO_*` or `--config`.
+#[derive(Args, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ControllerManagerFlags {
+    /// Config file (TOML, or YAML by extension) with the same keys as the flags.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Kubeconfig to reach the apiserver.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubeconfig: Option<PathBuf>,
+    /// Controllers to run: `*` (all), `name` to enable, `-name` to disable (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controllers: Option<Vec<String>>,
+    /// Address of the /metrics and /healthz endpoint.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind_address: Option<String>,
+    /// Port of the /metrics and /healthz endpoint.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    /// Hold the kube-system/kube-controller-manager Lease before running controllers.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_elect: Option<bool>,
+    /// The CA published as kube-root-ca.crt (default: the kubeconfig's).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_ca_file: Option<PathBuf>,
     /// Log level.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -394,7 +439,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if flags.detach {
                 detach(&data_dir)?;
                 let kubeconfig = data_dir.join("kubeconfig");
-                let names = vec!["store".to_string(), "apiserver".to_string()];
+                let names = vec![
+                    "store".to_string(),
+                    "apiserver".to_string(),
+                    "controller-manager".to_string(),
+                ];
                 return runtime()?.block_on(async move {
                     announce(names, data_dir, kubeconfig, flags.apiserver_port, true).await;
                     Ok(())
@@ -454,6 +503,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(async move {
                 tokio::select! {
                     r = kumo_apiserver::run(cfg) => r.map_err(anyhow::Error::from),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })?;
+            Ok(())
+        }
+        Command::ControllerManager(flags) => {
+            let cfg: kumo_controller_manager::ControllerManagerConfig = kumo_config::load(
+                &kumo_controller_manager::ControllerManagerConfig::default(),
+                flags.config.as_deref(),
+                &*flags,
+            )?;
+            kumo_config::init_logging(
+                &cfg.log_level,
+                cfg.log_format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
+            );
+            runtime()?.block_on(async move {
+                tokio::select! {
+                    r = kumo_controller_manager::run(cfg) => r.map_err(anyhow::Error::from),
                     _ = shutdown_signal() => Ok(()),
                 }
             })?;

@@ -3,7 +3,7 @@
 //! Each component runs as a child process of the same `kumo` binary and is supervised like
 //! supervisord supervises the kubelet: a component that exits is restarted with exponential
 //! backoff (reset after it stayed up for a while), and stopping `kumo up` stops every child.
-//! Today the plan holds the store and the apiserver; the scheduler, controller-manager,
+//! Today the plan holds the store, the apiserver and the controller-manager; the scheduler,
 //! kubelets and the federation join it as their issues land.
 
 use std::path::{Path, PathBuf};
@@ -86,6 +86,18 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 cfg.kubeconfig().display().to_string(),
             ],
             log: cfg.data_dir.join("logs").join("apiserver.log"),
+        },
+        // Restarted with backoff until the apiserver has written the kubeconfig.
+        Component {
+            name: "controller-manager".into(),
+            args: vec![
+                "controller-manager".into(),
+                "--kubeconfig".into(),
+                cfg.kubeconfig().display().to_string(),
+                "--port".into(),
+                "0".into(),
+            ],
+            log: cfg.data_dir.join("logs").join("controller-manager.log"),
         },
     ]
 }

@@ -5,6 +5,7 @@ mod apiserver_auth;
 mod apiserver_badinput;
 mod apiserver_clients;
 mod apiserver_kubectl;
+mod controller_manager;
 mod store_badinput;
 mod store_conformance;
 mod store_durability;
