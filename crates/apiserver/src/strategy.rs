@@ -239,13 +239,10 @@ pub fn graceful_period(def: &ResourceDef, obj: &Value, requested: Option<i64>) -
         .and_then(|s| s.get("terminationGracePeriodSeconds"))
         .and_then(Value::as_i64)
         .unwrap_or(30);
+    // A zero grace period deletes at once (kubectl itself turns a plain `--grace-period=0`
+    // into 1 unless `--force`; the kubelet's final delete sends 0).
     let grace = requested.unwrap_or(default).max(0);
-    if grace == 0 {
-        // A zero grace period still goes through the kubelet (upstream sets 1s).
-        Some(1)
-    } else {
-        Some(grace)
-    }
+    (grace > 0).then_some(grace)
 }
 
 /// Marks an object for deletion: deletionTimestamp (now + grace) and grace seconds.

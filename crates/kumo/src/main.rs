@@ -38,6 +38,8 @@ enum Command {
     Apiserver(Box<ApiserverFlags>),
     /// Run the controllers (Deployment, ReplicaSet, garbage collector, namespaces, nodes …).
     ControllerManager(Box<ControllerManagerFlags>),
+    /// Run the scheduler (binds pending pods to nodes).
+    Scheduler(Box<SchedulerFlags>),
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
     Snapshot {
         #[command(subcommand)]
@@ -166,6 +168,45 @@ struct ControllerManagerFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     root_ca_file: Option<PathBuf>,
+    /// Log level.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+}
+
+/// Flags of `kumo scheduler`; names mirror kube-scheduler's. Other settings come from
+/// `KUMO_*` or `--config`.
+#[derive(Args, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct SchedulerFlags {
+    /// Config file (TOML, or YAML by extension) with the same keys as the flags.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Kubeconfig to reach the apiserver.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubeconfig: Option<PathBuf>,
+    /// Scheduler names served (comma-separated; pods' spec.schedulerName).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduler_names: Option<Vec<String>>,
+    /// Hold the kube-system/kube-scheduler Lease before scheduling.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_elect: Option<bool>,
+    /// host:port of /metrics and /healthz (empty disables).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_bind_address: Option<String>,
+    /// percentageOfNodesToScore (0 = upstream's adaptive default).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percentage_of_nodes_to_score: Option<u32>,
     /// Log level.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -443,6 +484,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "store".to_string(),
                     "apiserver".to_string(),
                     "controller-manager".to_string(),
+                    "scheduler".to_string(),
                 ];
                 return runtime()?.block_on(async move {
                     announce(names, data_dir, kubeconfig, flags.apiserver_port, true).await;
@@ -503,6 +545,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(async move {
                 tokio::select! {
                     r = kumo_apiserver::run(cfg) => r.map_err(anyhow::Error::from),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })?;
+            Ok(())
+        }
+        Command::Scheduler(flags) => {
+            let cfg: kumo_scheduler::SchedulerConfig = kumo_config::load(
+                &kumo_scheduler::SchedulerConfig::default(),
+                flags.config.as_deref(),
+                &*flags,
+            )?;
+            kumo_config::init_logging(
+                &cfg.log_level,
+                cfg.log_format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
+            );
+            runtime()?.block_on(async move {
+                tokio::select! {
+                    r = kumo_scheduler::run(cfg) => r.map_err(anyhow::Error::from),
                     _ = shutdown_signal() => Ok(()),
                 }
             })?;

@@ -3,8 +3,8 @@
 //! Each component runs as a child process of the same `kumo` binary and is supervised like
 //! supervisord supervises the kubelet: a component that exits is restarted with exponential
 //! backoff (reset after it stayed up for a while), and stopping `kumo up` stops every child.
-//! Today the plan holds the store, the apiserver and the controller-manager; the scheduler,
-//! kubelets and the federation join it as their issues land.
+//! Today the plan holds the store, the apiserver, the controller-manager and the scheduler;
+//! the kubelets and the federation join it as their issues land.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -98,6 +98,17 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 "0".into(),
             ],
             log: cfg.data_dir.join("logs").join("controller-manager.log"),
+        },
+        Component {
+            name: "scheduler".into(),
+            args: vec![
+                "scheduler".into(),
+                "--kubeconfig".into(),
+                cfg.kubeconfig().display().to_string(),
+                "--metrics-bind-address".into(),
+                String::new(),
+            ],
+            log: cfg.data_dir.join("logs").join("scheduler.log"),
         },
     ]
 }
