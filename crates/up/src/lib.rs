@@ -40,6 +40,9 @@ pub struct Component {
     pub name: String,
     pub args: Vec<String>,
     pub log: PathBuf,
+    /// A file that must exist before the component starts (the kubeconfig the apiserver
+    /// writes), so API clients do not crash-loop while the apiserver comes up.
+    pub needs: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 format!("http://127.0.0.1:{}", cfg.store_metrics_port),
             ],
             log: cfg.data_dir.join("logs").join("store.log"),
+            needs: None,
         },
         Component {
             name: "apiserver".into(),
@@ -86,8 +90,8 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 cfg.kubeconfig().display().to_string(),
             ],
             log: cfg.data_dir.join("logs").join("apiserver.log"),
+            needs: None,
         },
-        // Restarted with backoff until the apiserver has written the kubeconfig.
         Component {
             name: "controller-manager".into(),
             args: vec![
@@ -98,6 +102,7 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 "0".into(),
             ],
             log: cfg.data_dir.join("logs").join("controller-manager.log"),
+            needs: Some(cfg.kubeconfig()),
         },
         Component {
             name: "scheduler".into(),
@@ -109,6 +114,7 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 String::new(),
             ],
             log: cfg.data_dir.join("logs").join("scheduler.log"),
+            needs: Some(cfg.kubeconfig()),
         },
     ]
 }
@@ -249,6 +255,14 @@ fn spawn(exe: &Path, c: &Component) -> std::io::Result<Child> {
 
 /// Keeps one component running until `stop` fires; then stops it.
 async fn supervise(exe: PathBuf, c: Component, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if let Some(needed) = &c.needs {
+        while !needed.exists() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = Instant::now();
@@ -315,6 +329,8 @@ pub async fn run(
         path: up_pid.clone(),
         source,
     })?;
+    // The apiserver writes a fresh kubeconfig once it serves; API clients wait for it.
+    let _ = std::fs::remove_file(cfg.kubeconfig());
     let components = plan(&cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

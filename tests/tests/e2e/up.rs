@@ -41,12 +41,23 @@ fn up_status_down_delete() {
         out.contains("kumo is up") && out.contains("KUBECONFIG="),
         "{out}"
     );
-    let st = kumo(&["status", "--data-dir", d]);
-    assert!(
-        st.contains("kumo is running") && st.contains("apiserver") && st.contains("store"),
-        "{st}"
-    );
-    assert!(!st.contains("stopped"), "{st}");
+    // Every component runs (API clients start once the apiserver wrote the kubeconfig).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = kumo(&["status", "--data-dir", d]);
+        assert!(st.contains("kumo is running"), "{st}");
+        let all = ["store", "apiserver", "controller-manager", "scheduler"]
+            .iter()
+            .all(|c| st.contains(c));
+        if all && !st.contains("stopped") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "components not all running: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let ns = Command::new(kubectl_bin("1.33"))
         .arg("--kubeconfig")
         .arg(data.join("kubeconfig"))
