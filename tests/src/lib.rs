@@ -765,7 +765,17 @@ impl ApiServerProc {
     /// Starts a store of `kind` and an apiserver on it under `dir`; waits until kubectl can
     /// reach it with the admin kubeconfig.
     pub fn start(kind: StoreKind, dir: &Path, extra_args: &[&str]) -> Result<ApiServerProc> {
-        let store = StoreProc::start(kind, &dir.join("store"), &[])?;
+        Self::start_with(kind, dir, &[], extra_args)
+    }
+
+    /// [`ApiServerProc::start`] with extra arguments for the store too.
+    pub fn start_with(
+        kind: StoreKind,
+        dir: &Path,
+        store_args: &[&str],
+        extra_args: &[&str],
+    ) -> Result<ApiServerProc> {
+        let store = StoreProc::start(kind, &dir.join("store"), store_args)?;
         let mut p = ApiServerProc {
             store,
             port: 0,

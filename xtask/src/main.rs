@@ -9,6 +9,10 @@
 //!   — builds release binaries and runs `store-bench` (load generator + `etcdctl check perf`)
 //!   against a fresh real etcd and a fresh `kumo store`, printing a summary and a Markdown table
 //!   for BENCHMARKS.md.
+//! * `cargo xtask bench apiserver [--quick] [--only etcd|kumo] [--duration SECS]
+//!   [-- APISERVER_BENCH_ARGS…]` — builds release binaries and runs `apiserver-bench` (issue 3:
+//!   preload of pods and nodes, LIST, paced creates under 1,000 watches, RSS) with the apiserver
+//!   on a fresh real etcd and on a fresh `kumo store`.
 //!
 //! Dependencies stay at std + anyhow so this builds in seconds and needs no protoc.
 
@@ -45,6 +49,10 @@ commands:
               [--loads m,l,xl | --no-check-perf] [-- STORE_BENCH_ARGS…]
         cargo build --release -p kumo -p kumo-tests --bins, then the store-bench load generator
         and `etcdctl check perf` against a fresh etcd and a fresh kumo store
+  bench apiserver [--quick] [--only etcd|kumo] [--duration SECS] [-- APISERVER_BENCH_ARGS…]
+        cargo build --release -p kumo -p kumo-tests --bins, then apiserver-bench (150,000 pods,
+        5,000 nodes, LIST, creates at 1,000/s under 1,000 watches, RSS; --quick: 10,000 pods,
+        500 nodes, 10 s) with the apiserver on a fresh etcd and on a fresh kumo store
 ";
 
 fn main() -> ExitCode {
@@ -368,14 +376,97 @@ fn has_nextest() -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// cargo xtask bench store
+// cargo xtask bench store | apiserver
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("store") => bench_store(&args[1..]),
-        Some(other) => bail!("unknown benchmark `{other}` (available: store)"),
-        None => bail!("`cargo xtask bench` needs a benchmark name (available: store)"),
+        Some("apiserver") => bench_apiserver(&args[1..]),
+        Some(other) => bail!("unknown benchmark `{other}` (available: store, apiserver)"),
+        None => bail!("`cargo xtask bench` needs a benchmark name (available: store, apiserver)"),
     }
+}
+
+fn bench_apiserver(args: &[String]) -> Result<()> {
+    let (own, passthrough) = split_passthrough(args);
+    let mut quick = false;
+    let mut only: Option<String> = None;
+    let mut duration: Option<String> = None;
+    let mut it = own.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| -> Result<String> {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => only = Some(value("--only")?),
+            "--duration" => duration = Some(value("--duration")?),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!(
+                "`cargo xtask bench apiserver`: unknown flag `{other}` (apiserver-bench args go \
+                 after `--`)"
+            ),
+        }
+    }
+    if let Some(o) = &only
+        && o != "etcd"
+        && o != "kumo"
+    {
+        bail!("--only takes `etcd` or `kumo`, not `{o}`");
+    }
+    let root = workspace_root();
+    let mut steps = Steps::default();
+    steps.run(
+        "ensure the real peers (etcd, etcdctl, protoc, prometheus)",
+        ensure_tools,
+    )?;
+    let build = [
+        "build",
+        "--release",
+        "-p",
+        "kumo",
+        "-p",
+        "kumo-tests",
+        "--bins",
+    ];
+    steps.run(&format!("cargo {}", build.join(" ")), || {
+        cargo(&root, &build)
+    })?;
+
+    let release = target_dir(&root).join("release");
+    let out_dir = target_dir(&root).join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let md_out = out_dir.join("apiserver.md");
+    let mut cmd = Command::new(release.join("apiserver-bench"));
+    cmd.current_dir(&root);
+    if std::env::var_os("KUMO_BIN").is_none() {
+        cmd.env("KUMO_BIN", release.join("kumo"));
+    }
+    if quick {
+        cmd.arg("--quick");
+    }
+    if let Some(d) = &duration {
+        cmd.args(["--duration", d]);
+    }
+    if let Some(o) = &only {
+        cmd.args(["--only", o]);
+    }
+    cmd.arg("--markdown-out").arg(&md_out);
+    cmd.args(passthrough);
+    steps.run(&format!("apiserver-bench ({})", describe(&cmd)), || {
+        run(&mut cmd)
+    })?;
+    steps.summary();
+    println!(
+        "\nxtask: Markdown for BENCHMARKS.md written to {}",
+        md_out.display()
+    );
+    Ok(())
 }
 
 fn bench_store(args: &[String]) -> Result<()> {
