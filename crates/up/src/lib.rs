@@ -3,8 +3,9 @@
 //! Each component runs as a child process of the same `kumo` binary and is supervised like
 //! supervisord supervises the kubelet: a component that exits is restarted with exponential
 //! backoff (reset after it stayed up for a while), and stopping `kumo up` stops every child.
-//! Today the plan holds the store, the apiserver, the controller-manager and the scheduler;
-//! the kubelets and the federation join it as their issues land.
+//! The plan holds the store, the apiserver, the controller-manager, the scheduler and N
+//! kubelets (`kumo-node-1` …), each with its own node credentials minted from the cluster CA
+//! before anything starts, as kubeadm does for a control-plane node's kubelet.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,6 +26,14 @@ pub struct UpConfig {
     pub store_metrics_port: u16,
     /// HTTPS port of the apiserver.
     pub apiserver_port: u16,
+    /// How many local kubelets (nodes) to run.
+    pub nodes: u32,
+    /// Their container runtime: `process`, `cri` or `sim`.
+    pub runtime: String,
+    /// The CRI endpoint for `cri` (`unix:///run/containerd/containerd.sock`).
+    pub container_runtime_endpoint: Option<String>,
+    /// The first kubelet's API port; kubelet i listens on `kubelet_port + i - 1`.
+    pub kubelet_port: u16,
 }
 
 impl UpConfig {
@@ -32,6 +41,33 @@ impl UpConfig {
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig")
     }
+
+    /// The cluster PKI (the apiserver's `--cert-dir`).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+
+    /// The image store every local kubelet of the `process` runtime shares
+    /// (`kumo image import FILE --data-dir DIR` fills it).
+    pub fn images_dir(&self) -> PathBuf {
+        images_dir(&self.data_dir)
+    }
+
+    /// Node `i` (1-based): its name and its kubelet's root directory.
+    pub fn node(&self, i: u32) -> (String, PathBuf) {
+        let name = format!("kumo-node-{i}");
+        let dir = self.data_dir.join("nodes").join(&name);
+        (name, dir)
+    }
+
+    pub fn server_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.apiserver_port)
+    }
+}
+
+/// The shared image store of a `kumo up` data directory.
+pub fn images_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
 }
 
 /// One supervised component.
@@ -52,12 +88,14 @@ pub enum UpError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot prepare the cluster credentials: {0}")]
+    Pki(#[from] kumo_auth::Error),
 }
 
 /// The components of a local cluster, in start order.
 pub fn plan(cfg: &UpConfig) -> Vec<Component> {
     let store_dir = cfg.data_dir.join("store");
-    vec![
+    let mut comps = vec![
         Component {
             name: "store".into(),
             args: vec![
@@ -116,7 +154,68 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
             log: cfg.data_dir.join("logs").join("scheduler.log"),
             needs: Some(cfg.kubeconfig()),
         },
-    ]
+    ];
+    for i in 1..=cfg.nodes {
+        let (name, dir) = cfg.node(i);
+        let port = cfg.kubelet_port.saturating_add((i - 1) as u16);
+        let mut args = vec![
+            "kubelet".to_string(),
+            "--kubeconfig".into(),
+            dir.join("kubelet.conf").display().to_string(),
+            "--hostname-override".into(),
+            name.clone(),
+            "--root-dir".into(),
+            dir.display().to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--healthz-port".into(),
+            "0".into(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+            "--container-runtime".into(),
+            cfg.runtime.clone(),
+            "--image-store".into(),
+            cfg.images_dir().display().to_string(),
+        ];
+        if let Some(ep) = &cfg.container_runtime_endpoint {
+            args.push("--container-runtime-endpoint".into());
+            args.push(ep.clone());
+        }
+        comps.push(Component {
+            name: format!("kubelet-{i}"),
+            args,
+            log: cfg.data_dir.join("logs").join(format!("kubelet-{i}.log")),
+            needs: Some(cfg.kubeconfig()),
+        });
+    }
+    comps
+}
+
+/// Creates (or loads) the cluster CA in the apiserver's cert dir and writes each node's
+/// kubeconfig with a `system:node:<name>` client certificate (O=`system:nodes`), so the
+/// kubelets run with node credentials under the Node authorizer and NodeRestriction.
+pub fn prepare_credentials(cfg: &UpConfig) -> Result<(), UpError> {
+    let pki = kumo_auth::ClusterPki::load_or_create(&cfg.pki_dir(), &[])?;
+    for i in 1..=cfg.nodes {
+        let (name, dir) = cfg.node(i);
+        prepare(&dir)?;
+        let path = dir.join("kubelet.conf");
+        let user = format!("system:node:{name}");
+        let cert = pki.sign_client_cert(
+            &user,
+            &["system:nodes".to_string()],
+            Duration::from_secs(365 * 24 * 3600),
+        )?;
+        kumo_auth::kubeconfig::write_kubeconfig(
+            &path,
+            &cfg.server_url(),
+            pki.ca_cert_pem(),
+            "kumo",
+            &user,
+            &kumo_auth::Credentials::ClientCert(cert),
+        )?;
+    }
+    Ok(())
 }
 
 fn prepare(dir: &Path) -> Result<(), UpError> {
@@ -331,6 +430,8 @@ pub async fn run(
     })?;
     // The apiserver writes a fresh kubeconfig once it serves; API clients wait for it.
     let _ = std::fs::remove_file(cfg.kubeconfig());
+    prepare_credentials(&cfg)?;
+    prepare(&cfg.images_dir())?;
     let components = plan(&cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -351,4 +452,76 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&up_pid);
     Ok(components)
+}
+
+/// How far a starting cluster got, for `kumo up`'s progress lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The apiserver answers and wrote the admin kubeconfig.
+    ApiServer,
+    /// `ready` of `total` nodes report Ready.
+    Nodes { ready: u32, total: u32 },
+}
+
+/// Waits until the apiserver answers and every node of the plan is Ready, reporting each step
+/// once. Returns whether everything came up within `timeout`.
+pub async fn wait_ready(
+    cfg: &UpConfig,
+    timeout: Duration,
+    mut progress: impl FnMut(Progress),
+) -> bool {
+    use k8s_openapi::api::core::v1::Node;
+    let deadline = Instant::now() + timeout;
+    let kubeconfig = cfg.kubeconfig();
+    let client = loop {
+        if Instant::now() > deadline {
+            return false;
+        }
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", cfg.apiserver_port))
+            .await
+            .is_ok();
+        if up && kubeconfig.exists() {
+            if let Ok(c) = kumo_client::client_from_kubeconfig(&kubeconfig).await {
+                let nodes: kube::Api<Node> = kube::Api::all(c.clone());
+                if nodes.list(&Default::default()).await.is_ok() {
+                    break c;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    progress(Progress::ApiServer);
+    let nodes: kube::Api<Node> = kube::Api::all(client);
+    let mut last = None;
+    loop {
+        let ready = match nodes.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .count() as u32,
+            Err(_) => 0,
+        };
+        if last != Some(ready) {
+            progress(Progress::Nodes {
+                ready,
+                total: cfg.nodes,
+            });
+            last = Some(ready);
+        }
+        if ready >= cfg.nodes {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
