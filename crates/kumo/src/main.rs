@@ -71,6 +71,18 @@ struct UpFlags {
     /// HTTPS port of the apiserver.
     #[arg(long, default_value_t = 6443)]
     apiserver_port: u16,
+    /// How many local nodes (kubelets) to run.
+    #[arg(long, default_value_t = 2)]
+    nodes: u32,
+    /// The nodes' container runtime: process, cri or sim.
+    #[arg(long, default_value = "process", value_parser = ["process", "cri", "sim"])]
+    runtime: String,
+    /// CRI endpoint for `--runtime cri`.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// API port of the first kubelet (the next ones count up).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 /// Flags of `kumo apiserver`; names mirror kube-apiserver's.
@@ -365,41 +377,44 @@ async fn shutdown_signal() {
     }
 }
 
-/// Waits until the apiserver answers and its kubeconfig exists, then tells the user how to use
-/// it.
+/// Prints progress until the apiserver answers and every node is Ready, then tells the user
+/// how to use the cluster.
 #[allow(clippy::print_stdout)]
-async fn announce(
-    comps: Vec<String>,
-    data_dir: PathBuf,
-    kubeconfig: PathBuf,
-    port: u16,
-    detached: bool,
-) {
-    for _ in 0..1200 {
-        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok();
-        if up && kubeconfig.exists() {
-            println!(
-                "kumo is up ({}), data and logs in {}",
-                comps.join(", "),
-                data_dir.display()
-            );
-            println!("  export KUBECONFIG={}", kubeconfig.display());
-            println!("  kubectl get namespaces");
-            if detached {
-                println!("stop with `kumo down`, remove everything with `kumo delete`.");
-            } else {
-                println!("stop with Ctrl-C.");
-            }
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+async fn announce(cfg: kumo_up::UpConfig, detached: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let ok = kumo_up::wait_ready(&cfg, std::time::Duration::from_secs(120), |p| match p {
+        kumo_up::Progress::ApiServer => println!(
+            "  apiserver ready at {} ({:.1}s)",
+            cfg.server_url(),
+            started.elapsed().as_secs_f64()
+        ),
+        kumo_up::Progress::Nodes { ready, total } => println!(
+            "  nodes Ready: {ready}/{total} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        ),
+    })
+    .await;
+    let names: Vec<String> = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
+    if !ok {
+        anyhow::bail!(
+            "the cluster did not come up within 120 s; see the logs in {}",
+            cfg.data_dir.join("logs").display()
+        );
     }
-    tracing::error!(
-        "the apiserver did not come up; see the logs in {}",
-        data_dir.join("logs").display()
+    println!(
+        "kumo is up in {:.1}s ({}), data and logs in {}",
+        started.elapsed().as_secs_f64(),
+        names.join(", "),
+        cfg.data_dir.display()
     );
+    println!("  export KUBECONFIG={}", cfg.kubeconfig().display());
+    println!("  kubectl get nodes");
+    if detached {
+        println!("stop with `kumo down`, remove everything with `kumo delete`.");
+    } else {
+        println!("stop with Ctrl-C.");
+    }
+    Ok(())
 }
 
 fn default_data_dir(d: Option<PathBuf>) -> PathBuf {
@@ -476,38 +491,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Up(flags) => {
             kumo_config::init_logging("info", kumo_config::LogFormat::Text);
-            let data_dir = default_data_dir(flags.data_dir);
-            if flags.detach {
-                detach(&data_dir)?;
-                let kubeconfig = data_dir.join("kubeconfig");
-                let names = vec![
-                    "store".to_string(),
-                    "apiserver".to_string(),
-                    "controller-manager".to_string(),
-                    "scheduler".to_string(),
-                ];
-                return runtime()?.block_on(async move {
-                    announce(names, data_dir, kubeconfig, flags.apiserver_port, true).await;
-                    Ok(())
-                });
-            }
+            let data_dir = default_data_dir(flags.data_dir.clone());
             let cfg = kumo_up::UpConfig {
                 exe: std::env::current_exe()?,
                 data_dir: data_dir.clone(),
                 store_port: flags.store_port,
                 store_metrics_port: flags.store_metrics_port,
                 apiserver_port: flags.apiserver_port,
+                nodes: flags.nodes,
+                runtime: flags.runtime.clone(),
+                container_runtime_endpoint: flags.container_runtime_endpoint.clone(),
+                kubelet_port: flags.kubelet_port,
             };
-            let names = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
-            let kubeconfig = cfg.kubeconfig();
+            if flags.detach {
+                detach(&data_dir)?;
+                return runtime()?.block_on(announce(cfg, true));
+            }
             runtime()?.block_on(async move {
-                tokio::spawn(announce(
-                    names,
-                    data_dir,
-                    kubeconfig,
-                    flags.apiserver_port,
-                    false,
-                ));
+                tokio::spawn(announce(cfg.clone(), false));
                 kumo_up::run(cfg, shutdown_signal()).await
             })?;
             Ok(())
