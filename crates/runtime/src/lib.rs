@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod sim;
+
 /// Errors of a runtime call. `NotFound` lets the kubelet tell a vanished container from a
 /// failed call; `ImageNotFound` becomes the container's `ErrImagePull`/`ImagePullBackOff`.
 #[derive(Debug, thiserror::Error)]
