@@ -49,6 +49,9 @@ commands:
               [--loads m,l,xl | --no-check-perf] [-- STORE_BENCH_ARGS…]
         cargo build --release -p kumo -p kumo-tests --bins, then the store-bench load generator
         and `etcdctl check perf` against a fresh etcd and a fresh kumo store
+  bench kubelet [--quick] [--only process|sim] [--pods N] [--sim-nodes N]
+        cargo build --release -p kumo -p kumo-tests --bins, then kubelet-bench (pod startup
+        latency and kubelet RSS with the process runtime; 5,000 hollow nodes with sim)
   bench apiserver [--quick] [--only etcd|kumo] [--duration SECS] [-- APISERVER_BENCH_ARGS…]
         cargo build --release -p kumo -p kumo-tests --bins, then apiserver-bench (150,000 pods,
         5,000 nodes, LIST, creates at 1,000/s under 1,000 watches, RSS; --quick: 10,000 pods,
@@ -382,9 +385,44 @@ fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("store") => bench_store(&args[1..]),
         Some("apiserver") => bench_apiserver(&args[1..]),
-        Some(other) => bail!("unknown benchmark `{other}` (available: store, apiserver)"),
-        None => bail!("`cargo xtask bench` needs a benchmark name (available: store, apiserver)"),
+        Some("kubelet") => bench_kubelet(&args[1..]),
+        Some(other) => bail!("unknown benchmark `{other}` (available: store, apiserver, kubelet)"),
+        None => bail!(
+            "`cargo xtask bench` needs a benchmark name (available: store, apiserver, kubelet)"
+        ),
     }
+}
+
+/// `cargo xtask bench kubelet [KUBELET_BENCH_ARGS…]`: release build, then kubelet-bench
+/// (pod startup latency and kubelet RSS with the process runtime; hollow nodes with sim).
+fn bench_kubelet(args: &[String]) -> Result<()> {
+    let root = workspace_root();
+    let mut steps = Steps::default();
+    steps.run("ensure the real peers", ensure_tools)?;
+    let build = [
+        "build",
+        "--release",
+        "-p",
+        "kumo",
+        "-p",
+        "kumo-tests",
+        "--bins",
+    ];
+    steps.run(&format!("cargo {}", build.join(" ")), || {
+        cargo(&root, &build)
+    })?;
+    let release = target_dir(&root).join("release");
+    let mut cmd = Command::new(release.join("kubelet-bench"));
+    cmd.current_dir(&root);
+    if std::env::var_os("KUMO_BIN").is_none() {
+        cmd.env("KUMO_BIN", release.join("kumo"));
+    }
+    cmd.args(args.iter().filter(|a| *a != "--"));
+    steps.run(&format!("kubelet-bench ({})", describe(&cmd)), || {
+        run(&mut cmd)
+    })?;
+    steps.summary();
+    Ok(())
 }
 
 fn bench_apiserver(args: &[String]) -> Result<()> {
