@@ -93,20 +93,7 @@ pub fn list(ctx: &Ctx, def: &ResourceDef, r: ListResult) -> Result<Response<Body
                 "metadata": list_metadata(&r),
             })
             .to_string();
-            let size: usize =
-                r.items.iter().map(|e| e.raw.len() + 1).sum::<usize>() + head.len() + 16;
-            let mut buf = BytesMut::with_capacity(size);
-            // `{"kind":…,"metadata":{…}` + `,"items":[` + objects + `]}`
-            buf.put_slice(&head.as_bytes()[..head.len() - 1]);
-            buf.put_slice(b",\"items\":[");
-            for (i, e) in r.items.iter().enumerate() {
-                if i > 0 {
-                    buf.put_u8(b',');
-                }
-                buf.put_slice(&e.raw);
-            }
-            buf.put_slice(b"]}");
-            Ok(body::respond_raw(200, buf.freeze(), "application/json"))
+            Ok(json_list_response(head, r.items))
         }
         Output::Yaml => {
             let items: Vec<Value> = r.items.iter().map(|e| e.object()).collect();
@@ -144,6 +131,62 @@ pub fn list(ctx: &Ctx, def: &ResourceDef, r: ListResult) -> Result<Response<Body
             Ok(body::respond(200, &v, Output::Json))
         }
     }
+}
+
+/// Bytes per streamed chunk of a JSON list: big enough that framing costs nothing, small
+/// enough that a list of 150k objects never needs a second copy of itself in memory.
+const LIST_CHUNK: usize = 256 * 1024;
+
+/// A JSON list streamed from the cached objects: `{"kind":…,"metadata":{…}` +
+/// `,"items":[` + objects + `]}`, concatenated from each entry's cached bytes in chunks of
+/// [`LIST_CHUNK`], so a huge LIST holds only the entries (shared with the cache) and one chunk.
+fn json_list_response(
+    head: String,
+    items: Vec<std::sync::Arc<crate::cache::Entry>>,
+) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    let total_raw: usize = items.iter().map(|e| e.raw.len()).sum();
+    let items_len = items.len();
+    let head_len = head.len();
+    let mut first = BytesMut::with_capacity(head.len() + 16);
+    first.put_slice(&head.as_bytes()[..head.len() - 1]);
+    first.put_slice(b",\"items\":[");
+    let mut state = Some((first, items.into_iter().enumerate()));
+    let chunks = futures::stream::poll_fn(move |_| {
+        let Some((mut buf, mut it)) = state.take() else {
+            return std::task::Poll::Ready(None);
+        };
+        let mut done = true;
+        for (i, e) in it.by_ref() {
+            if i > 0 {
+                buf.put_u8(b',');
+            }
+            buf.put_slice(&e.raw);
+            if buf.len() >= LIST_CHUNK {
+                done = false;
+                break;
+            }
+        }
+        if done {
+            buf.put_slice(b"]}");
+        } else {
+            state = Some((BytesMut::with_capacity(LIST_CHUNK + 16 * 1024), it));
+        }
+        std::task::Poll::Ready(Some(Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(buf.freeze()),
+        )))
+    });
+    let mut resp = Response::new(http_body_util::StreamBody::new(chunks).boxed());
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    // The exact length is known up front: HTTP/1.1 clients get Content-Length, not chunks.
+    let n = items_len;
+    let len = head_len - 1 + b",\"items\":[".len() + total_raw + n.saturating_sub(1) + 2;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
 }
 
 /// A watch event's object in the negotiated representation.
