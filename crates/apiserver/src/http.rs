@@ -100,7 +100,7 @@ where
     B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let query = match Query::parse(parts.uri.query()) {
         Ok(q) => q,
         Err(e) => return body::error(&e),
@@ -117,6 +117,29 @@ where
     if let Err(e) = admission::authorize(&api, &user, &info) {
         return body::error(&e);
     }
+    // Connect subresources (pods/exec, attach, portforward): a WebSocket GET also needs
+    // `create`, like a SPDY POST (upstream 1.31+, AuthorizePodWebsocketUpgradeCreatePermission).
+    let connect = match &info {
+        RequestInfo::Resource { verb, req }
+            if crate::connect::is_connect(
+                &req.group,
+                &req.resource,
+                req.subresource.as_deref(),
+            ) && req.name.is_some() =>
+        {
+            if verb != "create" {
+                let create = RequestInfo::Resource {
+                    verb: "create".into(),
+                    req: req.clone(),
+                };
+                if let Err(e) = admission::authorize(&api, &user, &create) {
+                    return body::error(&e);
+                }
+            }
+            Some(req.clone())
+        }
+        _ => None,
+    };
     let output = match &info {
         RequestInfo::Resource { .. } => match request::negotiate(accept.as_deref()) {
             Ok(o) => o,
@@ -135,6 +158,15 @@ where
         warnings: Vec::new(),
         duplicates: Vec::new(),
     };
+    if let Some(r) = connect {
+        let result = match (&r.namespace, &r.name, &r.subresource) {
+            (Some(ns), Some(name), Some(sub)) => {
+                crate::connect::serve(&ctx, &mut parts, ns, name, sub).await
+            }
+            _ => Err(not_found_path()),
+        };
+        return result.unwrap_or_else(|e| body::error(&e));
+    }
     let result = match info {
         RequestInfo::NonResource { path, .. } => non_resource(&ctx, &parts.method, &path).await,
         RequestInfo::Resource { verb, req } => resource(&mut ctx, &verb, &req, body).await,

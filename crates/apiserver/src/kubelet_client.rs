@@ -15,7 +15,7 @@ use crate::body::Body;
 use crate::http::Ctx;
 
 /// The node address and kubelet port of a pod.
-fn kubelet_of(ctx: &Ctx, pod: &Value) -> Result<(String, u16), ApiError> {
+pub(crate) fn kubelet_of(ctx: &Ctx, pod: &Value) -> Result<(String, u16), ApiError> {
     let node = pod
         .get("spec")
         .and_then(|s| s.get("nodeName"))

@@ -10,6 +10,7 @@ pub mod authz;
 pub mod body;
 pub mod bootstrap;
 pub mod cache;
+pub mod connect;
 pub mod convert;
 pub mod discovery;
 pub mod fields;

@@ -145,7 +145,12 @@ mod tests {
                 def.kind
             );
             for sub in &def.subresources {
-                if sub.name == "status" || sub.kind == "PodExecOptions" {
+                if sub.name == "status"
+                    || matches!(
+                        sub.kind.as_str(),
+                        "PodExecOptions" | "PodAttachOptions" | "PodPortForwardOptions"
+                    )
+                {
                     continue;
                 }
                 assert!(

@@ -288,6 +288,14 @@ pub fn builtin() -> Vec<Arc<ResourceDef>> {
             .sub("eviction", "policy", "v1", "Eviction", &["create"])
             .sub("log", "", "v1", "Pod", &["get"])
             .sub("exec", "", "v1", "PodExecOptions", &["create", "get"])
+            .sub("attach", "", "v1", "PodAttachOptions", &["create", "get"])
+            .sub(
+                "portforward",
+                "",
+                "v1",
+                "PodPortForwardOptions",
+                &["create", "get"],
+            )
             .sub(
                 "ephemeralcontainers",
                 "",
@@ -415,6 +423,24 @@ pub fn builtin() -> Vec<Arc<ResourceDef>> {
             .all()
             .status()
             .done(),
+        // certificates.k8s.io/v1
+        B::new(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            Cluster,
+        )
+        .short(&["csr"])
+        .status()
+        .sub(
+            "approval",
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            &["get", "patch", "update"],
+        )
+        .done(),
         // coordination.k8s.io/v1
         B::new("coordination.k8s.io", "v1", "Lease", "leases", Namespaced).done(),
         // discovery.k8s.io/v1

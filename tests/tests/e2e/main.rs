@@ -6,6 +6,7 @@ mod apiserver_badinput;
 mod apiserver_clients;
 mod apiserver_kubectl;
 mod controller_manager;
+mod exec_proxy;
 mod scheduler;
 mod store_badinput;
 mod store_conformance;
