@@ -26,7 +26,16 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 /// Tools the test suite drives, and the Debian packages that provide them.
-const TOOLS: &[&str] = &["etcd", "etcdctl", "protoc", "prometheus", "promtool"];
+const TOOLS: &[&str] = &[
+    "etcd",
+    "etcdctl",
+    "protoc",
+    "prometheus",
+    "promtool",
+    "containerd",
+    "runc",
+    "busybox",
+];
 /// Installed with `--no-install-recommends`: prometheus' recommends would pull exporters and
 /// start services; `libprotobuf-dev` (the well-known .proto files protoc needs) is named.
 const APT_PACKAGES: &[&str] = &[
@@ -35,6 +44,13 @@ const APT_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     "libprotobuf-dev",
     "prometheus",
+    // The `cri` runtime tests: containerd 1.6 + runc, CNI bridge/host-local/loopback plugins
+    // (/usr/lib/cni), busybox for the locally built images, `ip` for pod network checks.
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
+    "iproute2",
 ];
 
 const USAGE: &str = "\
