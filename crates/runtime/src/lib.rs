@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod image;
+
 pub mod sim;
 
 /// Errors of a runtime call. `NotFound` lets the kubelet tell a vanished container from a
