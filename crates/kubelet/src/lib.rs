@@ -2,4 +2,6 @@
 //! keeps it alive with a Lease, runs the pods bound to it through a [`kumo_runtime::Runtime`]
 //! and serves the kubelet API (`/containerLogs`, `/exec`, `/healthz`, `/metrics`).
 
+pub mod bootstrap;
 pub mod directory;
+pub mod server;
