@@ -535,7 +535,11 @@ fn subject_der(cn: &str, orgs: &[String]) -> Vec<u8> {
 }
 
 /// Replaces the subject of a DER certificate and signs it again with `key`.
-fn replace_subject(cert: &[u8], subject: &[u8], key: &impl rcgen::SigningKey) -> Result<Vec<u8>> {
+pub(crate) fn replace_subject(
+    cert: &[u8],
+    subject: &[u8],
+    key: &impl rcgen::SigningKey,
+) -> Result<Vec<u8>> {
     let bad = || Error::Certificate("re-encoding the subject".into());
     let (_, x) = X509Certificate::from_der(cert).map_err(|e| Error::Certificate(e.to_string()))?;
     let tbs = x.tbs_certificate.as_ref();
@@ -581,7 +585,7 @@ fn element_len_header(der: &[u8]) -> Option<usize> {
     }
 }
 
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -639,7 +643,7 @@ fn san_set(sans: &[String]) -> Result<BTreeSet<String>> {
     Ok(set)
 }
 
-fn set_validity(params: &mut CertificateParams, validity: Duration) -> Result<()> {
+pub(crate) fn set_validity(params: &mut CertificateParams, validity: Duration) -> Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let bad = || Error::Certificate(format!("validity {validity:?} out of range"));
     let validity = time::Duration::try_from(validity).map_err(|_| bad())?;
@@ -649,7 +653,7 @@ fn set_validity(params: &mut CertificateParams, validity: Duration) -> Result<()
     Ok(())
 }
 
-fn random_serial() -> Result<SerialNumber> {
+pub(crate) fn random_serial() -> Result<SerialNumber> {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
