@@ -1,7 +1,288 @@
 //! kumo kubelet: joins a cluster (bootstrap token + CSR, like kubeadm), registers its Node and
 //! keeps it alive with a Lease, runs the pods bound to it through a [`kumo_runtime::Runtime`]
 //! and serves the kubelet API (`/containerLogs`, `/exec`, `/healthz`, `/metrics`).
+//!
+//! - [`config`]: [`KubeletConfig`], the flags of `kumo kubelet`.
+//! - [`node`]: Node registration, `nodes/status` and the node Lease.
+//! - [`pods`]: one pod watch dispatching to a worker task per pod ([`pods::worker`]: sandbox,
+//!   volumes, init containers, containers, restart policy and backoff, status, termination).
+//! - [`env`], [`volumes`], [`probes`]: container environment, volume contents and mounts,
+//!   startup/liveness/readiness probes.
+//! - [`machine`]: capacity and identity of this machine; [`events`], [`metrics`].
+//! - With `--container-runtime sim --sim-nodes N` one process runs N hollow nodes sharing one
+//!   client, one pod watch and one [`kumo_runtime::sim::SimRuntime`].
 
 pub mod bootstrap;
+pub mod config;
+pub mod context;
 pub mod directory;
+pub mod env;
+pub mod events;
+pub mod machine;
+pub mod metrics;
+pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod quantity;
 pub mod server;
+pub mod volumes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use parking_lot::{Mutex, RwLock};
+use tracing::{info, warn};
+
+pub use config::KubeletConfig;
+
+use crate::context::{NodeCtx, Shared};
+use crate::events::Recorder;
+
+/// `status.nodeInfo.kubeletVersion`: the Kubernetes API level this kubelet implements.
+pub const KUBELET_VERSION: &str = "v1.33.0";
+
+/// Builds the runtime `--container-runtime` names.
+async fn make_runtime(cfg: &KubeletConfig) -> anyhow::Result<Arc<dyn kumo_runtime::Runtime>> {
+    match cfg.container_runtime.as_str() {
+        "sim" => Ok(Arc::new(kumo_runtime::sim::SimRuntime::new(
+            cfg.sim_write_logs,
+        ))),
+        other => {
+            anyhow::bail!("container runtime {other:?} is not available in this build (use sim)")
+        }
+    }
+}
+
+/// The kubeconfig to use: `--kubeconfig`, or the one the bootstrap-token join writes.
+async fn kubeconfig_path(cfg: &KubeletConfig) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &cfg.kubeconfig {
+        return Ok(p.clone());
+    }
+    if cfg.bootstrap_token.is_some() || cfg.server.is_some() {
+        anyhow::bail!(
+            "joining with --bootstrap-token is not available in this build; pass --kubeconfig"
+        );
+    }
+    anyhow::bail!(
+        "--kubeconfig (or --server with --bootstrap-token and --ca-cert-hash) is required"
+    )
+}
+
+/// Runs the kubelet until an unrecoverable error.
+pub async fn run(cfg: KubeletConfig) -> anyhow::Result<()> {
+    let sim = cfg.container_runtime == "sim";
+    let base_name = cfg
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(machine::hostname)
+        .to_lowercase();
+    let kubeconfig = kubeconfig_path(&cfg).await?;
+    let client = kumo_client::client_from_kubeconfig_with_user_agent(
+        &kubeconfig,
+        &format!(
+            "kubelet/{KUBELET_VERSION} (linux/{}) kumo",
+            machine::go_arch()
+        ),
+    )
+    .await
+    .context("kubeconfig")?;
+    let runtime = make_runtime(&cfg).await?;
+    let version = runtime
+        .version()
+        .await
+        .map_err(|e| anyhow::anyhow!("container runtime: {e}"))?;
+    let dur = |s: &str, what: &str| {
+        config::parse_duration(s).ok_or_else(|| anyhow::anyhow!("{what}: invalid duration {s:?}"))
+    };
+    let sync_frequency = dur(&cfg.sync_frequency, "sync-frequency")?;
+    let pleg_period = match &cfg.pleg_period {
+        Some(p) => dur(p, "pleg-period")?,
+        None if sim => sync_frequency,
+        None => Duration::from_secs(1),
+    };
+    let status_freq = dur(
+        &cfg.node_status_update_frequency,
+        "node-status-update-frequency",
+    )?;
+    let lease_renew = dur(&cfg.node_lease_renew_interval, "node-lease-renew-interval")?;
+    let metrics = metrics::Metrics::new()?;
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        runtime_name: version.name.clone(),
+        metrics: metrics.clone(),
+        sim,
+        sync_frequency,
+        pleg_period,
+        cluster_dns: cfg.cluster_dns.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
+        host_dns: machine::host_resolv_conf(),
+        kube_service: RwLock::new(None),
+        events: cfg.events,
+    });
+    pods::refresh_kube_service(&shared).await;
+
+    let machine_info = machine::MachineInfo::read();
+    let node_ip = cfg
+        .node_ip
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(machine::default_node_ip);
+    let extra_labels =
+        config::parse_pairs(&cfg.node_labels).map_err(|e| anyhow::anyhow!("node-labels: {e}"))?;
+    let taints = config::parse_taints(&cfg.register_with_taints)
+        .map_err(|e| anyhow::anyhow!("register-with-taints: {e}"))?;
+    let reserved = config::parse_pairs(&cfg.system_reserved)
+        .map_err(|e| anyhow::anyhow!("system-reserved: {e}"))?;
+    let sim_capacity = sim.then(|| {
+        (
+            quantity::parse(&cfg.sim_cpu).map_or(32_000, |v| (v * 1000.0) as u64),
+            quantity::parse(&cfg.sim_memory).map_or(256 << 30, |v| v as u64),
+        )
+    });
+    let count = if sim { cfg.sim_nodes.max(1) } else { 1 };
+    let names: Vec<String> = if count > 1 {
+        (1..=count).map(|i| format!("{base_name}-{i}")).collect()
+    } else {
+        vec![base_name.clone()]
+    };
+    let runtime_version = format!("{}://{}", version.name, version.version);
+    let pod_log_base = cfg
+        .pod_log_dir
+        .clone()
+        .unwrap_or_else(|| cfg.root_dir.join("pods-logs"));
+    let mut nodes = Vec::with_capacity(names.len());
+    let mut descs = Vec::with_capacity(names.len());
+    for name in &names {
+        let (root_dir, pod_log_dir) = if count > 1 {
+            (cfg.root_dir.join(name), pod_log_base.join(name))
+        } else {
+            (cfg.root_dir.clone(), pod_log_base.clone())
+        };
+        if !sim || count == 1 {
+            std::fs::create_dir_all(&root_dir)
+                .with_context(|| format!("create {}", root_dir.display()))?;
+        }
+        let desc = node::describe(&node::DescribeInput {
+            name,
+            node_ip: &node_ip,
+            hostname: if count > 1 { name } else { &base_name },
+            port: cfg.port,
+            max_pods: cfg.max_pods,
+            extra_labels: &extra_labels,
+            taints: &taints,
+            system_reserved: &reserved,
+            machine: &machine_info,
+            runtime_version: &runtime_version,
+            sim_capacity,
+            root_dir: &root_dir,
+        });
+        let ctx = Arc::new(NodeCtx {
+            shared: shared.clone(),
+            name: name.clone(),
+            node_ip: node_ip.clone(),
+            root_dir,
+            pod_log_dir,
+            recorder: Recorder::new(client.clone(), name.clone(), cfg.events),
+            allocatable: desc.alloc,
+            labels: desc.labels.clone(),
+            directory: Arc::new(pods::directory::PodDir::default()),
+            admitted: Mutex::new(Default::default()),
+        });
+        metrics.node_name.with_label_values(&[name]).set(1);
+        nodes.push(ctx);
+        descs.push(desc);
+    }
+
+    // Register every node (bounded concurrency for thousands of hollow nodes).
+    let uids: Vec<anyhow::Result<String>> = futures::stream::iter(descs.iter())
+        .map(|d| {
+            let client = client.clone();
+            async move {
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match node::register(&client, d).await {
+                        Ok(uid) => return Ok(uid),
+                        Err(e) if delay < Duration::from_secs(10) => {
+                            warn!(node = %d.name, error = %e, "node registration failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let n = nodes.len() as u32;
+    for (i, ((ctx, desc), uid)) in nodes.iter().zip(descs).zip(uids).enumerate() {
+        let uid = uid.with_context(|| format!("register node {}", ctx.name))?;
+        // Spread hollow nodes' heartbeats over the interval instead of bursting them.
+        let spread = |every: Duration| {
+            if n > 1 {
+                every.mul_f64(f64::from(i as u32) / f64::from(n))
+            } else {
+                Duration::ZERO
+            }
+        };
+        tokio::spawn(node::status_loop(
+            ctx.clone(),
+            desc,
+            status_freq,
+            spread(status_freq),
+        ));
+        tokio::spawn(node::lease_loop(
+            client.clone(),
+            ctx.name.clone(),
+            uid,
+            lease_renew,
+            cfg.node_lease_duration_seconds,
+            spread(lease_renew),
+        ));
+    }
+    info!(nodes = nodes.len(), runtime = %runtime_version, "kubelet started");
+
+    if cfg.healthz_port != 0 {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.healthz_port))
+            .await
+            .with_context(|| format!("bind healthz port {}", cfg.healthz_port))?;
+        tokio::spawn(async move {
+            if let Err(e) = server::serve_healthz(listener).await {
+                warn!(error = %e, "healthz server stopped");
+            }
+        });
+    }
+    if count == 1 && cfg.port != 0 {
+        let ctx = &nodes[0];
+        let ips: Vec<std::net::IpAddr> = node_ip.parse().into_iter().collect();
+        let serving =
+            server::load_or_create_serving_cert(&cfg.root_dir.join("pki"), &ctx.name, &ips)?;
+        let client_ca_pem = kumo_client::kubeconfig_ca_pem(&kubeconfig).ok().flatten();
+        let listener = tokio::net::TcpListener::bind((cfg.address.as_str(), cfg.port))
+            .await
+            .with_context(|| format!("bind kubelet API {}:{}", cfg.address, cfg.port))?;
+        let state = server::ServerState {
+            node_name: ctx.name.clone(),
+            pods: ctx.directory.clone(),
+            runtime: runtime.clone(),
+            metrics: metrics.registry.clone(),
+            api: Some(client.clone()),
+        };
+        tokio::spawn(async move {
+            let tls = server::TlsOptions {
+                serving,
+                client_ca_pem,
+            };
+            if let Err(e) = server::serve(state, listener, tls).await {
+                warn!(error = %e, "kubelet API server stopped");
+            }
+        });
+    }
+    pods::run(shared, nodes).await
+}

@@ -40,6 +40,8 @@ enum Command {
     ControllerManager(Box<ControllerManagerFlags>),
     /// Run the scheduler (binds pending pods to nodes).
     Scheduler(Box<SchedulerFlags>),
+    /// Run a node agent: registers the Node, keeps its Lease, runs its pods.
+    Kubelet(Box<KubeletFlags>),
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
     Snapshot {
         #[command(subcommand)]
@@ -219,6 +221,113 @@ struct SchedulerFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     percentage_of_nodes_to_score: Option<u32>,
+    /// Log level.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+}
+
+/// Flags of `kumo kubelet`; names mirror the kubelet's. Other settings (`sync-frequency`,
+/// `sim-cpu` …) come from `KUMO_*` or `--config`.
+#[derive(Args, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct KubeletFlags {
+    /// Config file (TOML, or YAML by extension) with the same keys as the flags.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Kubeconfig with the node's credentials.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubeconfig: Option<PathBuf>,
+    /// Apiserver URL to join with a bootstrap token.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
+    /// Bootstrap token `<id>.<secret>`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_token: Option<String>,
+    /// Cluster CA pin `sha256:<hex>`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_cert_hash: Option<String>,
+    /// Node name (default: the hostname).
+    #[arg(long, alias = "node-name")]
+    #[serde(rename = "node-name", skip_serializing_if = "Option::is_none")]
+    hostname_override: Option<String>,
+    /// Pods' volumes and state.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_dir: Option<PathBuf>,
+    /// Container logs (default <root-dir>/pods-logs).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_log_dir: Option<PathBuf>,
+    /// Address of the kubelet API.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    /// Port of the kubelet API (0 = off).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    /// Plain-HTTP /healthz port on 127.0.0.1 (0 = off).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthz_port: Option<u16>,
+    /// The Node's InternalIP.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_ip: Option<String>,
+    /// process, cri or sim.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_runtime: Option<String>,
+    /// CRI endpoint (unix:///run/containerd/containerd.sock).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_runtime_endpoint: Option<String>,
+    /// Image store of the process runtime (default <root-dir>/images).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_store: Option<PathBuf>,
+    /// Maximum pods on this node.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_pods: Option<u32>,
+    /// Extra node labels k=v,…
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_labels: Option<Vec<String>>,
+    /// Taints to register with, k=v:Effect,…
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    register_with_taints: Option<Vec<String>>,
+    /// Resources reserved for the system, cpu=…,memory=…
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_reserved: Option<Vec<String>>,
+    /// How often node status is computed (10s).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_status_update_frequency: Option<String>,
+    /// Nameservers for ClusterFirst pods (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_dns: Option<Vec<String>>,
+    /// Cluster DNS domain.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_domain: Option<String>,
+    /// With --container-runtime sim: how many hollow nodes to run.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sim_nodes: Option<u32>,
     /// Log level.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -566,6 +675,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(async move {
                 tokio::select! {
                     r = kumo_scheduler::run(cfg) => r.map_err(anyhow::Error::from),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })?;
+            Ok(())
+        }
+        Command::Kubelet(flags) => {
+            let cfg: kumo_kubelet::KubeletConfig = kumo_config::load(
+                &kumo_kubelet::KubeletConfig::default(),
+                flags.config.as_deref(),
+                &*flags,
+            )?;
+            kumo_config::init_logging(
+                &cfg.log_level,
+                cfg.log_format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
+            );
+            runtime()?.block_on(async move {
+                tokio::select! {
+                    r = kumo_kubelet::run(cfg) => r,
                     _ = shutdown_signal() => Ok(()),
                 }
             })?;

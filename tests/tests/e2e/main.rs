@@ -7,6 +7,7 @@ mod apiserver_clients;
 mod apiserver_kubectl;
 mod controller_manager;
 mod exec_proxy;
+mod kubelet;
 mod scheduler;
 mod store_badinput;
 mod store_conformance;
