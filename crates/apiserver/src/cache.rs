@@ -122,8 +122,10 @@ pub struct CacheEvent {
     /// The object before the change (for selector transitions).
     pub prev: Option<Arc<Entry>>,
     /// The JSON watch frame (`{"type":…,"object":…}\n`) per event type, encoded once and
-    /// shared by every watcher that sends it.
-    frames: [std::sync::OnceLock<Bytes>; 3],
+    /// shared by every watcher sending it at the same time. Held weakly: once every watcher
+    /// has written it the frame is freed, so the 100k-event history does not keep a second
+    /// copy of each object alive; a late watcher replaying history encodes it again.
+    frames: [parking_lot::Mutex<std::sync::Weak<Vec<u8>>>; 3],
 }
 
 impl CacheEvent {
@@ -144,21 +146,38 @@ impl CacheEvent {
             "MODIFIED" => 1,
             _ => 2,
         };
-        self.frames[i]
-            .get_or_init(|| json_frame(as_type, &self.entry.raw))
-            .clone()
+        let mut slot = self.frames[i].lock();
+        if let Some(f) = slot.upgrade() {
+            return Bytes::from_owner(SharedFrame(f));
+        }
+        let f = Arc::new(json_frame_vec(as_type, &self.entry.raw));
+        *slot = Arc::downgrade(&f);
+        Bytes::from_owner(SharedFrame(f))
+    }
+}
+
+/// A frame shared by the watchers sending it (see [`CacheEvent::json_frame`]).
+struct SharedFrame(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
 /// `{"type":"<T>","object":<raw>}\n`.
 pub fn json_frame(as_type: &str, raw: &[u8]) -> Bytes {
+    Bytes::from(json_frame_vec(as_type, raw))
+}
+
+fn json_frame_vec(as_type: &str, raw: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(raw.len() + 32);
     buf.extend_from_slice(b"{\"type\":\"");
     buf.extend_from_slice(as_type.as_bytes());
     buf.extend_from_slice(b"\",\"object\":");
     buf.extend_from_slice(raw);
     buf.extend_from_slice(b"}\n");
-    Bytes::from(buf)
+    buf
 }
 
 /// A message to one watcher.
