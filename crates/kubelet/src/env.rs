@@ -229,7 +229,7 @@ pub fn resource_field_ref(
         "limits" => pick(res.and_then(|r| r.limits.as_ref())).unwrap_or(alloc),
         "requests" => pick(res.and_then(|r| r.requests.as_ref()))
             .or_else(|| pick(res.and_then(|r| r.limits.as_ref())))
-            .unwrap_or(if name == "cpu" { 0.0 } else { 0.0 }),
+            .unwrap_or(0.0),
         _ => return Err(format!("unsupported container resource : {resource}")),
     };
     let d = divisor

@@ -76,7 +76,7 @@ pub fn container_limit(c: &Container, name: &str) -> Option<u64> {
 
 /// Millicores as a quantity string (`2`, `1500m`).
 pub fn format_cpu(millis: u64) -> Quantity {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         Quantity((millis / 1000).to_string())
     } else {
         Quantity(format!("{millis}m"))
@@ -85,7 +85,7 @@ pub fn format_cpu(millis: u64) -> Quantity {
 
 /// Bytes as upstream prints node memory: `Ki` when it divides evenly, else plain bytes.
 pub fn format_bytes(bytes: u64) -> Quantity {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         Quantity(format!("{}Ki", bytes / 1024))
     } else {
         Quantity(bytes.to_string())

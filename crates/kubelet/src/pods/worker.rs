@@ -496,7 +496,7 @@ impl Worker {
             Err(e) => debug!(uid = %self.uid, error = %e, "list containers failed"),
         }
         for v in view.values_mut() {
-            v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+            v.sort_by_key(|c| std::cmp::Reverse(c.attempt));
         }
         view
     }
@@ -1128,10 +1128,10 @@ impl Worker {
         let init_incomplete: Vec<String> = inits
             .iter()
             .filter(|s| {
-                !s.state
+                s.state
                     .as_ref()
                     .and_then(|st| st.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code == 0)
+                    .is_none_or(|t| t.exit_code != 0)
             })
             .map(|s| s.name.clone())
             .collect();
