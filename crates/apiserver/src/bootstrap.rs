@@ -118,6 +118,95 @@ pub async fn run(
             .await?,
         );
     }
+    created += cluster_info(api, &format!("https://{advertise}:{port}")).await?;
     info!(created, "bootstrap objects ensured");
     Ok(())
+}
+
+/// kubeadm's discovery objects: the `kube-public/cluster-info` ConfigMap (a kubeconfig with
+/// only the server URL and CA, which a joining kubelet reads with its bootstrap token and
+/// checks against the token's JWS and the pinned CA hash), and a Role + RoleBinding letting
+/// `system:bootstrappers` and `system:anonymous` read it. A stale `kubeconfig` (the server URL
+/// moved) is rewritten; the bootstrap signer then re-signs it.
+async fn cluster_info(api: &Arc<Api>, server_url: &str) -> Result<usize, ApiError> {
+    use kumo_auth::authn::bootstrap::{
+        CLUSTER_INFO_KUBECONFIG_KEY, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE,
+    };
+    let kubeconfig = kumo_auth::join::cluster_info_kubeconfig(server_url, &api.ca_pem)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut created = 0;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": CLUSTER_INFO_NAME},
+        "data": {CLUSTER_INFO_KUBECONFIG_KEY: kubeconfig}});
+    let key = format!("/registry/configmaps/{CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO_NAME}");
+    if ensure(api, "configmaps", "", Some(CLUSTER_INFO_NAMESPACE), cm).await? {
+        created += 1;
+    } else {
+        let (kv, _) = api.store.get(&key).await.map_err(crate::api::store_error)?;
+        if let Some(kv) = kv
+            && let Ok(mut cur) = serde_json::from_slice::<Value>(&kv.value)
+            && cur
+                .pointer(&format!("/data/{CLUSTER_INFO_KUBECONFIG_KEY}"))
+                .and_then(Value::as_str)
+                != Some(kubeconfig.as_str())
+        {
+            let data = cur
+                .as_object_mut()
+                .map(|o| o.entry("data").or_insert_with(|| json!({})));
+            if let Some(Value::Object(d)) = data {
+                d.insert(CLUSTER_INFO_KUBECONFIG_KEY.into(), json!(kubeconfig));
+            }
+            let bytes = serde_json::to_vec(&cur).map_err(|e| ApiError::internal(e.to_string()))?;
+            match api
+                .store
+                .update(&key, bytes, kv.mod_revision)
+                .await
+                .map_err(crate::api::store_error)?
+            {
+                WriteOutcome::Ok(_) => {
+                    info!(server = %server_url, "cluster-info kubeconfig updated")
+                }
+                WriteOutcome::Conflict(_) => {
+                    return Err(ApiError::conflict(
+                        "",
+                        "configmaps",
+                        CLUSTER_INFO_NAME,
+                        "cluster-info changed while being updated",
+                    ));
+                }
+            }
+        }
+    }
+    let name = "kumo:bootstrap-signer-clusterinfo";
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [CLUSTER_INFO_NAME], "verbs": ["get"]}]});
+    created += usize::from(
+        ensure(
+            api,
+            "roles",
+            "rbac.authorization.k8s.io",
+            Some(CLUSTER_INFO_NAMESPACE),
+            role,
+        )
+        .await?,
+    );
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+    "metadata": {"name": name},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+    "subjects": [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": kumo_auth::authn::bootstrap::DEFAULT_GROUP},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"},
+    ]});
+    created += usize::from(
+        ensure(
+            api,
+            "rolebindings",
+            "rbac.authorization.k8s.io",
+            Some(CLUSTER_INFO_NAMESPACE),
+            binding,
+        )
+        .await?,
+    );
+    Ok(created)
 }

@@ -334,7 +334,7 @@ where
                 .await?;
             output::single(ctx, &def, e.raw.clone())
         }
-        ("get", Some(name), Some("status")) => {
+        ("get", Some(name), Some("status" | "approval")) => {
             let e = ctx.api.get(&def, ns, name, None).await?;
             output::single(ctx, &def, e.raw.clone())
         }
@@ -591,19 +591,30 @@ async fn prepare(
     crate::schema::prune_unknown(def, new);
     crate::schema::decode_check(def, new)?;
     crate::schema::apply_defaults(def, new);
+    let csr = crate::csr::is_csr(def);
+    let incoming = if csr { new.clone() } else { Value::Null };
     match old {
         None => strategy::prepare_create(def, new),
         Some(old) => strategy::prepare_update(def, old, new, subresource == Some("status")),
     }
-    let causes = match old {
+    if csr {
+        crate::csr::prepare(&ctx.user, old, &incoming, new, subresource);
+    }
+    let mut causes = match old {
         None => crate::schema::validate_create(def, new),
         Some(old) => crate::schema::validate_update(def, old, new),
     };
+    if csr {
+        causes.extend(crate::csr::validate(old, new));
+    }
     if !causes.is_empty() {
         let name = meta_str(new, "name").unwrap_or("").to_string();
         return Err(ApiError::invalid(&def.group, &def.kind, &name, causes));
     }
     admission::admit(ctx, def, old, new).await?;
+    if csr {
+        crate::csr::admit(ctx, old, new, subresource)?;
+    }
     if managed {
         let now = objects::now_rfc3339();
         let m = manager(ctx);

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod connect;
 pub mod convert;
+pub mod csr;
 pub mod discovery;
 pub mod fields;
 pub mod fuzzing;
