@@ -193,7 +193,9 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
 
 /// Creates (or loads) the cluster CA in the apiserver's cert dir and writes each node's
 /// kubeconfig with a `system:node:<name>` client certificate (O=`system:nodes`), so the
-/// kubelets run with node credentials under the Node authorizer and NodeRestriction.
+/// kubelets run with node credentials under the Node authorizer and NodeRestriction, and each
+/// kubelet's serving certificate (`<root-dir>/pki/kubelet.crt`) signed by the cluster CA, so
+/// the apiserver verifies the kubelets it proxies `kubectl logs`/`exec` to.
 pub fn prepare_credentials(cfg: &UpConfig) -> Result<(), UpError> {
     let pki = kumo_auth::ClusterPki::load_or_create(&cfg.pki_dir(), &[])?;
     for i in 1..=cfg.nodes {
@@ -214,6 +216,20 @@ pub fn prepare_credentials(cfg: &UpConfig) -> Result<(), UpError> {
             &user,
             &kumo_auth::Credentials::ClientCert(cert),
         )?;
+        let serving = pki.sign_serving_cert(
+            &name,
+            &[name.clone(), "localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(365 * 24 * 3600),
+        )?;
+        let pki_dir = dir.join("pki");
+        prepare(&pki_dir)?;
+        for (file, body) in [
+            ("kubelet.crt", serving.cert_pem.as_str()),
+            ("kubelet.key", serving.key_pem.as_str()),
+        ] {
+            let path = pki_dir.join(file);
+            write_private(&path, body).map_err(|source| UpError::Io { path, source })?;
+        }
     }
     Ok(())
 }
@@ -251,6 +267,19 @@ pub fn alive(pid: u32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Writes a file only its owner can read (keys).
+fn write_private(path: &Path, body: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(body.as_bytes())
 }
 
 /// The state of a local cluster, from its pid files.
