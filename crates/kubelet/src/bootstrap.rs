@@ -5,7 +5,7 @@
 //!    trusting the server yet (nothing to trust it with), then pin the CA found there by the
 //!    SHA-256 of its SubjectPublicKeyInfo (`--ca-cert-hash sha256:…`), and check the
 //!    ConfigMap's detached JWS `jws-kubeconfig-<token-id>` (HS256 keyed by the token
-//!    secret) when it is there. The pin is what makes the unverified first request safe.
+//!    secret) when it is there ([`kumo_auth::join`]). The pin is what makes the unverified first request safe.
 //! 2. With the pinned CA and the token: create a CertificateSigningRequest
 //!    (`kubernetes.io/kube-apiserver-client-kubelet`, CN `system:node:<name>`, O
 //!    `system:nodes`) for a fresh ECDSA P-256 key and wait until it is approved and signed.
@@ -78,23 +78,27 @@ pub async fn join(
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("there is no kubeconfig in the cluster-info ConfigMap"))?;
     let ca_pem = ca_from_cluster_info(kc_text)?;
-    let got = ca_hash(&ca_pem)?;
-    if got != wanted {
+    if !kumo_auth::join::verify_ca_cert_hash(ca_pem.as_bytes(), &wanted) {
+        let got = kumo_auth::join::ca_cert_hash(ca_pem.as_bytes())?;
         bail!(
             "cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"{got}\" are pinned (--ca-cert-hash {wanted})"
         );
     }
-    if let Some(jws) = data
+    match data
         .get(format!("jws-kubeconfig-{token_id}"))
         .and_then(Value::as_str)
     {
-        verify_detached_jws(jws, kc_text.as_bytes(), token_id, token_secret)
-            .context("failed to verify the JWS signature of the cluster-info ConfigMap")?;
-    } else {
-        info!(
+        Some(jws) => {
+            if !kumo_auth::join::jws_detached_verify(jws, kc_text, token_id, token_secret) {
+                bail!(
+                    "failed to verify JWS signature of received cluster info object, can't trust this API Server"
+                );
+            }
+        }
+        None => info!(
             token_id,
             "cluster-info carries no JWS for this token: relying on the CA pin alone"
-        );
+        ),
     }
 
     // 2. CSR with the pinned CA and the token.
@@ -166,21 +170,6 @@ fn normalize_hash(h: &str) -> anyhow::Result<String> {
     Ok(format!("sha256:{hex}"))
 }
 
-/// kubeadm's CA pin: SHA-256 of the first certificate's DER SubjectPublicKeyInfo.
-pub fn ca_hash(ca_pem: &str) -> anyhow::Result<String> {
-    let certs = kumo_auth::pki::parse_certs_pem(ca_pem.as_bytes())?;
-    let first = certs.first().ok_or_else(|| anyhow!("no CA certificate"))?;
-    let spki = kumo_auth::pki::spki_of(first)?;
-    let d = ring::digest::digest(&ring::digest::SHA256, &spki);
-    Ok(format!(
-        "sha256:{}",
-        d.as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
-}
-
 fn ca_from_cluster_info(kc_text: &str) -> anyhow::Result<String> {
     let kc =
         Kubeconfig::from_yaml(kc_text).context("the cluster-info kubeconfig does not parse")?;
@@ -193,37 +182,6 @@ fn ca_from_cluster_info(kc_text: &str) -> anyhow::Result<String> {
         .decode(data.trim())
         .context("certificate-authority-data is not base64")?;
     Ok(String::from_utf8(pem)?)
-}
-
-/// Checks a detached compact JWS (`<header>..<signature>`) over `content`: HS256 keyed by the
-/// token secret, `kid` = token id, as upstream's bootstrap signer makes them.
-pub fn verify_detached_jws(
-    jws: &str,
-    content: &[u8],
-    token_id: &str,
-    token_secret: &str,
-) -> anyhow::Result<()> {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let parts: Vec<&str> = jws.split('.').collect();
-    let [header, payload, sig] = parts.as_slice() else {
-        bail!("not a compact JWS");
-    };
-    if !payload.is_empty() {
-        bail!("the JWS is not detached");
-    }
-    let h: Value = serde_json::from_slice(&b64.decode(header)?)?;
-    if h.get("alg").and_then(Value::as_str) != Some("HS256") {
-        bail!("unexpected JWS algorithm {:?}", h.get("alg"));
-    }
-    if let Some(kid) = h.get("kid").and_then(Value::as_str)
-        && kid != token_id
-    {
-        bail!("the JWS is for token id {kid:?}, not {token_id:?}");
-    }
-    let signing_input = format!("{header}.{}", b64.encode(content));
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token_secret.as_bytes());
-    ring::hmac::verify(&key, signing_input.as_bytes(), &b64.decode(sig)?)
-        .map_err(|_| anyhow!("the signature does not match the token"))
 }
 
 /// Accepts any server certificate: only for the discovery request, whose answer is checked
@@ -450,21 +408,6 @@ fn existing_credentials_valid(kubeconfig: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detached_jws_round_trip() -> anyhow::Result<()> {
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let content = b"apiVersion: v1\nkind: Config\n";
-        let header = b64.encode(br#"{"alg":"HS256","kid":"abcdef"}"#);
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"0123456789abcdef");
-        let sig = ring::hmac::sign(&key, format!("{header}.{}", b64.encode(content)).as_bytes());
-        let jws = format!("{header}..{}", b64.encode(sig.as_ref()));
-        verify_detached_jws(&jws, content, "abcdef", "0123456789abcdef")?;
-        assert!(verify_detached_jws(&jws, b"other", "abcdef", "0123456789abcdef").is_err());
-        assert!(verify_detached_jws(&jws, content, "abcdef", "fedcba9876543210").is_err());
-        assert!(verify_detached_jws(&jws, content, "zzzzzz", "0123456789abcdef").is_err());
-        Ok(())
-    }
 
     #[test]
     fn hash_format_is_checked() {
