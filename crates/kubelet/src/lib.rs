@@ -50,6 +50,17 @@ async fn make_runtime(cfg: &KubeletConfig) -> anyhow::Result<Arc<dyn kumo_runtim
         "sim" => Ok(Arc::new(kumo_runtime::sim::SimRuntime::new(
             cfg.sim_write_logs,
         ))),
+        "cri" | "remote" | "containerd" => {
+            let rt = kumo_cri::CriRuntime::connect(&cfg.container_runtime_endpoint)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "container runtime endpoint {}: {e}",
+                        cfg.container_runtime_endpoint
+                    )
+                })?;
+            Ok(Arc::new(rt))
+        }
         other => {
             anyhow::bail!("container runtime {other:?} is not available in this build (use sim)")
         }
@@ -57,14 +68,19 @@ async fn make_runtime(cfg: &KubeletConfig) -> anyhow::Result<Arc<dyn kumo_runtim
 }
 
 /// The kubeconfig to use: `--kubeconfig`, or the one the bootstrap-token join writes.
-async fn kubeconfig_path(cfg: &KubeletConfig) -> anyhow::Result<PathBuf> {
+async fn kubeconfig_path(cfg: &KubeletConfig, node_name: &str) -> anyhow::Result<PathBuf> {
     if let Some(p) = &cfg.kubeconfig {
         return Ok(p.clone());
     }
+    if let (Some(server), Some(token), Some(hash)) =
+        (&cfg.server, &cfg.bootstrap_token, &cfg.ca_cert_hash)
+    {
+        std::fs::create_dir_all(&cfg.root_dir)
+            .with_context(|| format!("create {}", cfg.root_dir.display()))?;
+        return bootstrap::join(server, token, hash, node_name, &cfg.root_dir).await;
+    }
     if cfg.bootstrap_token.is_some() || cfg.server.is_some() {
-        anyhow::bail!(
-            "joining with --bootstrap-token is not available in this build; pass --kubeconfig"
-        );
+        anyhow::bail!("joining needs --server, --bootstrap-token and --ca-cert-hash together");
     }
     anyhow::bail!(
         "--kubeconfig (or --server with --bootstrap-token and --ca-cert-hash) is required"
@@ -80,7 +96,7 @@ pub async fn run(cfg: KubeletConfig) -> anyhow::Result<()> {
         .filter(|n| !n.is_empty())
         .unwrap_or_else(machine::hostname)
         .to_lowercase();
-    let kubeconfig = kubeconfig_path(&cfg).await?;
+    let kubeconfig = kubeconfig_path(&cfg, &base_name).await?;
     let client = kumo_client::client_from_kubeconfig_with_user_agent(
         &kubeconfig,
         &format!(
