@@ -17,6 +17,8 @@ use kumo_client::{HealthChecks, QueueMetrics, WorkQueue};
 use prometheus::Registry;
 use tracing::{Instrument as _, info, info_span};
 
+pub mod bootstrap;
+pub mod certificates;
 pub mod clusterrole;
 pub mod cronjob;
 pub mod daemonset;
@@ -29,6 +31,7 @@ pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
@@ -93,6 +96,18 @@ pub struct ControllerManagerConfig {
     pub node_monitor_grace_period: String,
     /// `--terminated-pod-gc-threshold` (0 disables terminated-pod GC).
     pub terminated_pod_gc_threshold: usize,
+    /// `--allocate-node-cidrs`: give every Node a `spec.podCIDR` from `--cluster-cidr`.
+    pub allocate_node_cidrs: bool,
+    /// `--cluster-cidr`: the pod network.
+    pub cluster_cidr: String,
+    /// `--node-cidr-mask-size`: the prefix length of each Node's block.
+    pub node_cidr_mask_size: u8,
+    /// `--cluster-signing-cert-file`: the CA certificate (PEM) `csrsigning` signs with.
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// `--cluster-signing-key-file`: its private key (PEM).
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// `--cluster-signing-duration`: the longest validity of a signed certificate.
+    pub cluster_signing_duration: String,
     /// `--log-level` (`error`, `warn`, `info`, `debug`, `trace`).
     pub log_level: String,
     /// `--log-format` (`text` or `json`).
@@ -128,6 +143,12 @@ impl Default for ControllerManagerConfig {
             node_monitor_period: "5s".into(),
             node_monitor_grace_period: "40s".into(),
             terminated_pod_gc_threshold: 12500,
+            cluster_signing_cert_file: None,
+            cluster_signing_key_file: None,
+            cluster_signing_duration: "8760h".into(),
+            allocate_node_cidrs: true,
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
             log_level: "info".into(),
             log_format: "text".into(),
         }
@@ -159,6 +180,13 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
         "root-ca-certificate-publisher-controller",
         "root-ca-cert-publisher",
     ),
+    (
+        "certificatesigningrequest-approving-controller",
+        "csrapproving",
+    ),
+    ("certificatesigningrequest-signing-controller", "csrsigning"),
+    ("bootstrap-signer-controller", "bootstrapsigner"),
+    ("token-cleaner-controller", "tokencleaner"),
 ];
 
 /// Upstream's `IsControllerEnabled`: an explicit `name`/`-name` wins, else `*` enables
@@ -321,6 +349,10 @@ async fn run_controllers(ctx: Arc<Ctx>) -> Result<(), Error> {
         let c = nodelifecycle::NodeLifecycleController::new(&ctx)?;
         tasks.push(("nodelifecycle", Box::pin(c.run())));
     }
+    if enabled("node-ipam-controller") && ctx.cfg.allocate_node_cidrs {
+        let c = nodeipam::NodeIpam::new(&ctx)?;
+        tasks.push(("nodeipam", Box::pin(c.run())));
+    }
     if enabled("endpoints-controller") {
         let c = endpoints::EndpointsController::new(&ctx, endpoints::Flavor::Endpoints);
         tasks.push((
@@ -374,6 +406,23 @@ async fn run_controllers(ctx: Arc<Ctx>) -> Result<(), Error> {
     if enabled("clusterrole-aggregation-controller") {
         let c = clusterrole::ClusterRoleAggregation::new(&ctx);
         tasks.push(("clusterrole-aggregation", Box::pin(c.run())));
+    }
+    if enabled("certificatesigningrequest-approving-controller") {
+        let c = certificates::CsrApprover::new(&ctx);
+        tasks.push(("csrapproving", Box::pin(c.run(1))));
+    }
+    if enabled("certificatesigningrequest-signing-controller")
+        && let Some(c) = certificates::CsrSigningController::new(&ctx)?
+    {
+        tasks.push(("csrsigning", Box::pin(c.run(1))));
+    }
+    if enabled("bootstrap-signer-controller") {
+        let c = bootstrap::BootstrapSigner::new(&ctx);
+        tasks.push(("bootstrapsigner", Box::pin(c.run())));
+    }
+    if enabled("token-cleaner-controller") {
+        let c = bootstrap::TokenCleaner::new(&ctx);
+        tasks.push(("tokencleaner", Box::pin(c.run())));
     }
     ctx.factory.start();
     let names: Vec<&str> = tasks.iter().map(|(n, _)| *n).collect();

@@ -42,6 +42,11 @@ enum Command {
     Scheduler(Box<SchedulerFlags>),
     /// Run a node agent: registers the Node, keeps its Lease, runs its pods.
     Kubelet(Box<KubeletFlags>),
+    /// Bootstrap tokens for joining nodes (kubeadm token create|list|delete).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Snapshot tools for kumo store (`etcdctl snapshot save` makes the file).
     Snapshot {
         #[command(subcommand)]
@@ -182,6 +187,18 @@ struct ControllerManagerFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     root_ca_file: Option<PathBuf>,
+    /// CA certificate (PEM) csrsigning signs approved requests with (no flag: signer off).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cluster-signing-cert-file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// Longest validity of a signed certificate (default 8760h).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_signing_duration: Option<String>,
     /// Log level.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -431,6 +448,114 @@ struct StoreFlags {
 
 // The binary reports a fatal error on stderr itself (logging may not be set up yet).
 #[allow(clippy::print_stderr)]
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a bootstrap token (a kube-system Secret) and print it.
+    Create {
+        /// The token to create (default: a random one).
+        token: Option<String>,
+        /// Kubeconfig of an admin (default: the `kumo up` one).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Lifetime; 0 = never expires.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Human-readable description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Extra groups (system:bootstrappers:…), comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "system:bootstrappers:kubeadm:default-node-token"
+        )]
+        groups: Vec<String>,
+        /// Usages: signing, authentication (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "signing,authentication")]
+        usages: Vec<String>,
+        /// Print the `kumo kubelet` command that joins a node with this token.
+        #[arg(long)]
+        print_join_command: bool,
+    },
+    /// List the bootstrap tokens.
+    List {
+        /// Kubeconfig of an admin (default: the `kumo up` one).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Delete a bootstrap token (by id or whole token).
+    Delete {
+        /// Token id or `<id>.<secret>`.
+        token: String,
+        /// Kubeconfig of an admin (default: the `kumo up` one).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+/// `kumo token …`: logic in `kumo_controller_manager::bootstrap`.
+fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    use kumo_controller_manager::bootstrap as b;
+    let kc = |k: Option<PathBuf>| k.unwrap_or_else(|| default_data_dir(None).join("kubeconfig"));
+    match command {
+        TokenCommand::Create {
+            token,
+            kubeconfig,
+            ttl,
+            description,
+            groups,
+            usages,
+            print_join_command,
+        } => {
+            let ttl = kumo_controller_manager::util::parse_duration(&ttl)
+                .ok_or_else(|| anyhow::anyhow!("--ttl: invalid duration {ttl:?}"))?;
+            let opts = b::TokenOptions {
+                ttl: Some(ttl),
+                description,
+                groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
+                usages,
+                token,
+            };
+            let created = runtime()?.block_on(b::create_token(&kc(kubeconfig), &opts))?;
+            if print_join_command {
+                println!("{}", created.join_command());
+            } else {
+                println!("{}", created.token);
+            }
+        }
+        TokenCommand::List { kubeconfig } => {
+            let tokens = runtime()?.block_on(b::list_tokens(&kc(kubeconfig)))?;
+            println!(
+                "{:<24} {:<21} {:<24} {:<40} DESCRIPTION",
+                "TOKEN", "EXPIRES", "USAGES", "EXTRA GROUPS"
+            );
+            for t in tokens {
+                let expires = if t.expires.is_empty() {
+                    "<forever>".to_string()
+                } else {
+                    t.expires
+                };
+                println!(
+                    "{:<24} {:<21} {:<24} {:<40} {}",
+                    t.token,
+                    expires,
+                    t.usages.join(","),
+                    t.groups.join(","),
+                    t.description
+                );
+            }
+        }
+        TokenCommand::Delete { token, kubeconfig } => {
+            runtime()?.block_on(b::delete_token(&kc(kubeconfig), &token))?;
+            println!(
+                "bootstrap token {:?} deleted",
+                token.split('.').next().unwrap_or(&token)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -720,6 +845,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             Ok(())
         }
+        Command::Token { command } => token_command(command),
         Command::Snapshot {
             command: SnapshotCommand::Restore { file, data_dir },
         } => {
