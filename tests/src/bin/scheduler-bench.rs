@@ -360,5 +360,50 @@ async fn main() -> Result<()> {
         loadavg()
     );
     sched.abort();
+
+    // controller-manager RSS with every pod (backlog + live) and node in its informers: a
+    // `kumo controller-manager` child process, given time to sync and settle.
+    let total_pods = pods + live;
+    let log = dir.path().join("controller-manager.log");
+    let logf = std::fs::File::create(&log)?;
+    let mut cm = std::process::Command::new(kumo_tests::kumo_bin())
+        .arg("controller-manager")
+        .arg("--kubeconfig")
+        .arg(&api.kubeconfig)
+        .args(["--port", "0", "--leader-elect", "false"])
+        .env("RUST_LOG", "warn")
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .spawn()
+        .context("spawn kumo controller-manager")?;
+    let mut peak = 0.0f64;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(Some(st)) = cm.try_wait() {
+            bail!(
+                "controller-manager exited with {st}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        peak = peak.max(rss_mib(cm.id()));
+    }
+    println!(
+        "controller-manager RSS with {total_pods} pods and {nodes} nodes: {:.1} MiB after 30 s (peak {peak:.1} MiB)",
+        rss_mib(cm.id())
+    );
+    let _ = cm.kill();
+    let _ = cm.wait();
     Ok(())
+}
+
+/// VmRSS of a process in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            l.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
 }
