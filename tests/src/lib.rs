@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod containerd;
 pub mod images;
 
 /// The workspace root (this crate lives in `<root>/tests`).

@@ -6,6 +6,7 @@ mod apiserver_badinput;
 mod apiserver_clients;
 mod apiserver_kubectl;
 mod controller_manager;
+mod cri_runtime;
 mod exec_proxy;
 mod kubelet;
 mod scheduler;
