@@ -52,6 +52,45 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// The local image store of the `process` runtime (no registry: import tar files).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Import an OCI image-layout tar or a `docker save` archive.
+    Import {
+        /// The tar file (plain or gzip).
+        file: PathBuf,
+        #[command(flatten)]
+        store: ImageStoreFlag,
+    },
+    /// List stored images.
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        store: ImageStoreFlag,
+    },
+    /// Remove an image name (the image goes with its last name, or when given by id).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        store: ImageStoreFlag,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ImageStoreFlag {
+    /// The image store directory (the kubelet's `<root-dir>/images`).
+    #[arg(
+        long,
+        env = "KUMO_IMAGE_STORE",
+        default_value = "/var/lib/kumo/kubelet/images"
+    )]
+    root: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -557,6 +596,11 @@ fn token_command(command: TokenCommand) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The process runtime's helpers (`kumo runtime-init …`) run before clap, logging and tokio:
+    // they join namespaces, which needs a single-threaded process.
+    if let Some(code) = kumo_runtime::process::run_if_requested() {
+        return code;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -566,6 +610,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[allow(clippy::print_stdout)]
+fn image_command(command: ImageCommand) -> anyhow::Result<()> {
+    use kumo_runtime::image::ImageStore;
+    kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
+    match command {
+        ImageCommand::Import { file, store } => {
+            let images = ImageStore::open(&store.root)?.import(&file)?;
+            for i in images {
+                println!("imported {} {}", i.id, i.names.join(" "));
+            }
+        }
+        ImageCommand::Ls { store } => {
+            println!("{:<50} {:<20} {:>10}", "NAME", "ID", "SIZE");
+            for i in ImageStore::open(&store.root)?.list()? {
+                let short = i.id.trim_start_matches("sha256:").get(..12).unwrap_or("");
+                let names = if i.names.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    i.names
+                };
+                for n in names {
+                    println!("{n:<50} {short:<20} {:>10}", i.size_bytes);
+                }
+            }
+        }
+        ImageCommand::Rm { name, store } => {
+            if !ImageStore::open(&store.root)?.remove(&name)? {
+                anyhow::bail!("no image {name}");
+            }
+            println!("removed {name}");
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]
@@ -845,6 +924,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             Ok(())
         }
+        Command::Image { command } => image_command(command),
         Command::Token { command } => token_command(command),
         Command::Snapshot {
             command: SnapshotCommand::Restore { file, data_dir },

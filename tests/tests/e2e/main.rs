@@ -9,6 +9,7 @@ mod controller_manager;
 mod cri_runtime;
 mod exec_proxy;
 mod kubelet;
+mod process_runtime;
 mod scheduler;
 mod store_badinput;
 mod store_conformance;
