@@ -141,6 +141,68 @@ async fn wait_log_contains(path: &Path, needle: &str) -> Vec<(String, String, St
     }
 }
 
+/// Runs an exec streaming URL over WebSocket with the `v4.channel.k8s.io` subprotocol:
+/// returns stdout (channel 1), stderr (channel 2) and the status object (channel 3).
+async fn websocket_exec(url: &str) -> (String, String, serde_json::Value) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut request = ws_url.as_str().into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        http::HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let authority = ws_url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .expect("connect to the streaming server");
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("websocket handshake with containerd's streaming server");
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("v4.channel.k8s.io")
+    );
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(msg) = ws.next().await {
+        let data = match msg {
+            Ok(Message::Binary(b)) => b.to_vec(),
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue,
+            // The server may drop the TCP connection right after the status frame.
+            Err(_) => break,
+        };
+        let Some((&channel, payload)) = data.split_first() else {
+            continue;
+        };
+        match channel {
+            1 => out.extend_from_slice(payload),
+            2 => err.extend_from_slice(payload),
+            3 => status.extend_from_slice(payload),
+            _ => {}
+        }
+    }
+    let status = serde_json::from_slice(&status).unwrap_or_else(|e| {
+        panic!(
+            "status channel is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&status)
+        )
+    });
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        status,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_runtime_httpd_pod_lifecycle() {
     if !Containerd::require("cri_runtime_httpd_pod_lifecycle") {
@@ -275,24 +337,36 @@ async fn cri_runtime_httpd_pod_lifecycle() {
         "{lines:?}"
     );
 
-    // Interactive exec is a streaming URL on containerd's streaming server.
-    match cri
+    // Interactive exec is a streaming URL on containerd's streaming server, the target the
+    // kubelet proxies `kubectl exec` to; drive it like a client would (channel.k8s.io v4).
+    let target = cri
         .exec(
             &web_id,
             &ExecRequest {
-                cmd: vec!["sh".into()],
-                stdin: true,
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo exec-out; echo exec-err >&2; exit 7".into(),
+                ],
+                stdin: false,
                 stdout: true,
                 stderr: true,
                 tty: false,
             },
         )
         .await
-        .expect("exec")
-    {
-        StreamTarget::Url(url) => assert!(url.starts_with("http://127.0.0.1:"), "{url}"),
-        StreamTarget::Local(_) => panic!("cri exec must be a URL"),
-    }
+        .expect("exec");
+    let StreamTarget::Url(url) = target else {
+        panic!("cri exec must be a streaming URL");
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (stdout, stderr, status) = websocket_exec(&url).await;
+    assert_eq!(stdout, "exec-out\n");
+    assert_eq!(stderr, "exec-err\n");
+    assert_eq!(
+        status["details"]["causes"][0]["message"], "7",
+        "exit status on the error channel: {status}"
+    );
 
     let stats = cri.container_stats(&web_id).await.expect("stats");
     assert!(
