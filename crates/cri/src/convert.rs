@@ -118,6 +118,11 @@ pub(crate) fn sandbox_config(c: &SandboxConfig) -> pb::PodSandboxConfig {
             cgroup_parent: String::new(),
             security_context: Some(pb::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(c.host_network)),
+                // containerd refuses a privileged container in a sandbox not created
+                // privileged, and `SandboxConfig` does not say whether the pod has one (upstream
+                // sets this when any container is). Allowing it always only drops seccomp from
+                // the pause process; whether a pod may be privileged is decided at admission.
+                privileged: true,
                 ..Default::default()
             }),
             sysctls: HashMap::new(),

@@ -547,6 +547,36 @@ async fn cri_runtime_oom_killed_and_host_network() {
         links.contains(&ctd.bridge()),
         "host interfaces not visible: {links}"
     );
+    // A privileged container gets every capability; an ordinary one the default set.
+    let mut privileged = container(&hsb, "privileged", &["sleep", "3600"], &[]);
+    privileged.privileged = true;
+    let priv_id = cri
+        .create_container(&hsandbox_id, &privileged, &hsb)
+        .await
+        .expect("create privileged");
+    cri.start_container(&priv_id)
+        .await
+        .expect("start privileged");
+    wait_state(&cri, &priv_id, ContainerState::Running).await;
+    let cap_eff = |status: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no CapEff in {status}"))
+    };
+    let (_, ps, _) = exec_out(&cri, &priv_id, &["cat", "/proc/1/status"]).await;
+    let (_, ss, _) = exec_out(&cri, &sh_id, &["cat", "/proc/1/status"]).await;
+    let (privileged_caps, default_caps) = (cap_eff(&ps), cap_eff(&ss));
+    assert!(
+        privileged_caps.count_ones() > default_caps.count_ones(),
+        "privileged {privileged_caps:x} vs default {default_caps:x}"
+    );
+    // CAP_SYS_ADMIN (21) only when privileged.
+    assert!(privileged_caps & (1 << 21) != 0 && default_caps & (1 << 21) == 0);
+    cri.stop_container(&priv_id, Duration::from_secs(0))
+        .await
+        .expect("stop");
     cri.stop_container(&sh_id, Duration::from_secs(0))
         .await
         .expect("stop");
