@@ -317,6 +317,15 @@ async fn cri_runtime_httpd_pod_lifecycle() {
     assert!(err.contains("Read-only"), "{err}");
     let (code, _, _) = exec_out(&cri, &web_id, &["sh", "-c", "exit 3"]).await;
     assert_eq!(code, 3);
+    // An exec probe that outlives its timeout is an error, not a hang.
+    let slow = cri
+        .exec_sync(
+            &web_id,
+            &["sleep".to_string(), "30".to_string()],
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(slow.is_err(), "exec past its timeout: {slow:?}");
     let (_, hostname, _) = exec_out(&cri, &web_id, &["hostname"]).await;
     assert_eq!(hostname.trim(), "web");
     // The cgroup limits reached the container (v1 or v2 file names).
