@@ -286,6 +286,22 @@ fn message(name: &str, buf: &[u8], depth: usize) -> Result<Value, ApiError> {
             let ns = int(1);
             return Ok(Value::String(go_duration(ns)));
         }
+        // `type ExtraValue []string`: a message on the wire, a list in JSON.
+        "api.authentication.v1.ExtraValue"
+        | "api.authorization.v1.ExtraValue"
+        | "api.certificates.v1.ExtraValue" => {
+            return Ok(Value::Array(
+                fields
+                    .iter()
+                    .filter_map(|(t, r)| match (t, r) {
+                        (1, Raw::Len(b)) => {
+                            Some(Value::String(String::from_utf8_lossy(b).into_owned()))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            ));
+        }
         _ => {}
     }
     let schema = SCHEMA

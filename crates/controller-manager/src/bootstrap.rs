@@ -327,7 +327,9 @@ pub async fn create_token(kubeconfig: &Path, opts: &TokenOptions) -> anyhow::Res
     let (id, secret) = match &opts.token {
         Some(t) => {
             let (i, s) = bt::parse_token(t).with_context(|| {
-                format!("the bootstrap token {t:?} was not of the form \"[a-z0-9]{{6}}.[a-z0-9]{{16}}\"")
+                format!(
+                    "the bootstrap token {t:?} was not of the form \"[a-z0-9]{{6}}.[a-z0-9]{{16}}\""
+                )
             })?;
             (i.to_string(), s.to_string())
         }
@@ -407,9 +409,12 @@ pub async fn delete_token(kubeconfig: &Path, id_or_token: &str) -> anyhow::Resul
     let id = id_or_token.split('.').next().unwrap_or(id_or_token);
     let client = kumo_client::client_from_kubeconfig(kubeconfig).await?;
     let api: Api<Secret> = Api::namespaced(client, bt::NAMESPACE);
-    api.delete(&format!("{}{id}", bt::SECRET_PREFIX), &DeleteParams::default())
-        .await
-        .with_context(|| format!("delete bootstrap token {id}"))?;
+    api.delete(
+        &format!("{}{id}", bt::SECRET_PREFIX),
+        &DeleteParams::default(),
+    )
+    .await
+    .with_context(|| format!("delete bootstrap token {id}"))?;
     info!(id, "deleted bootstrap token");
     Ok(())
 }

@@ -73,9 +73,7 @@ fn kubelet_client_problem(
         || !info.ip_addresses.is_empty()
         || !info.uris.is_empty()
     {
-        return Some(
-            "DNS, email, IP or URI subjectAltNames are not allowed".into(),
-        );
+        return Some("DNS, email, IP or URI subjectAltNames are not allowed".into());
     }
     if !info.common_name.starts_with("system:node:") {
         return Some("subject common name does not begin with system:node:".into());
@@ -264,14 +262,9 @@ impl CsrApprover {
                 last_transition_time: None,
             });
         let api: Api<CertificateSigningRequest> = Api::all(self.client.clone());
-        api.replace_subresource(
-            "approval",
-            name,
-            &PostParams::default(),
-            &next,
-        )
-        .await
-        .context("approve the request")?;
+        api.replace_subresource("approval", name, &PostParams::default(), &next)
+            .await
+            .context("approve the request")?;
         info!(csr = name, node = %info.common_name, "auto-approved kubelet client certificate");
         Ok(())
     }
@@ -300,12 +293,13 @@ impl CsrSigningController {
         };
         let signer = kumo_auth::CsrSigner::from_files(cert, key)
             .map_err(|e| crate::Error::Config(format!("cluster signing CA: {e}")))?;
-        let duration = util::parse_duration(&ctx.cfg.cluster_signing_duration).ok_or_else(|| {
-            crate::Error::Config(format!(
-                "cluster-signing-duration: invalid duration {:?}",
-                ctx.cfg.cluster_signing_duration
-            ))
-        })?;
+        let duration =
+            util::parse_duration(&ctx.cfg.cluster_signing_duration).ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "cluster-signing-duration: invalid duration {:?}",
+                    ctx.cfg.cluster_signing_duration
+                ))
+            })?;
         let c = Arc::new(CsrSigningController {
             client: ctx.client.clone(),
             csrs: ctx.factory.get_cluster::<CertificateSigningRequest>(),
@@ -368,7 +362,9 @@ impl CsrSigningController {
         }
         let mut validity = self.duration;
         if let Some(e) = csr.spec.expiration_seconds {
-            validity = validity.min(Duration::from_secs(u64::try_from(e.max(600)).unwrap_or(600)));
+            validity = validity.min(Duration::from_secs(
+                u64::try_from(e.max(600)).unwrap_or(600),
+            ));
         }
         let used: Vec<String> = usages(&csr).into_iter().map(str::to_string).collect();
         let pem = self

@@ -16,4 +16,5 @@ mod store_conformance;
 mod store_durability;
 mod store_golden;
 mod store_metrics;
+mod tls_bootstrap;
 mod up;
