@@ -383,8 +383,36 @@ fn csr_api_with_kubectl() {
     );
     assert_eq!(conditions(&csr), ["Approved"]);
     // Approved and Denied are exclusive.
+    // (kubectl refuses that itself: ask the server directly.)
     let out = admin(&api, &["certificate", "deny", "jane-csr"], None);
-    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("already Approved"),
+        "{}",
+        stderr(&out)
+    );
+    let mut both = get_json(&api, &["get", "csr", "jane-csr"]);
+    both["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+        .push(serde_json::json!({"type": "Denied", "status": "True", "reason": "No"}));
+    let f = dir.path().join("both.json");
+    std::fs::write(&f, both.to_string()).expect("write");
+    let out = admin(
+        &api,
+        &[
+            "replace",
+            "--raw",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests/jane-csr/approval",
+            "-f",
+            f.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("mutually exclusive"),
+        "{}",
+        stderr(&out)
+    );
 
     // Deny another one (as admin).
     let (pem2, _) = make_csr("bob", None);
