@@ -50,6 +50,25 @@ async fn make_runtime(cfg: &KubeletConfig) -> anyhow::Result<Arc<dyn kumo_runtim
         "sim" => Ok(Arc::new(kumo_runtime::sim::SimRuntime::new(
             cfg.sim_write_logs,
         ))),
+        "process" => {
+            let store_dir = cfg
+                .image_store
+                .clone()
+                .unwrap_or_else(|| cfg.root_dir.join("images"));
+            let images = kumo_runtime::image::ImageStore::open(&store_dir)
+                .with_context(|| format!("image store {}", store_dir.display()))?;
+            let opts = kumo_runtime::process::ProcessRuntimeOptions {
+                host_ip: cfg.node_ip.clone().filter(|s| !s.is_empty()),
+                ..Default::default()
+            };
+            let rt = kumo_runtime::process::ProcessRuntime::with_options(
+                &cfg.root_dir.join("runtime"),
+                images,
+                opts,
+            )
+            .context("process runtime")?;
+            Ok(Arc::new(rt))
+        }
         "cri" | "remote" | "containerd" => {
             let rt = kumo_cri::CriRuntime::connect(&cfg.container_runtime_endpoint)
                 .await

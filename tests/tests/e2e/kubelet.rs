@@ -133,6 +133,24 @@ impl Cluster<'_> {
         serde_json::from_str(&out).ok()
     }
 
+    /// Waits until the Events of object `name` mention `needle` (Events are written
+    /// asynchronously); returns the event table.
+    fn wait_event(&self, name: &str, needle: &str) -> String {
+        let selector = format!("involvedObject.name={name}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.ok(&["get", "events", "--field-selector", &selector]);
+            if events.contains(needle) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event about {name} mentions {needle:?}:\n{events}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// Polls `what` until `pred` holds; panics with the last object and the kubelet log.
     fn wait_for(
         &self,
@@ -290,13 +308,7 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
     }
     let out = c.ok(&["get", "pod", "p1"]);
     assert!(out.contains("Running") && out.contains("1/1"), "{out}");
-    let events = c.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=p1",
-    ]);
-    assert!(events.contains("Started"), "{events}");
+    c.wait_event("p1", "Started container c");
 
     // Graceful deletion: kubectl waits until the kubelet finished and removed the object.
     c.ok(&["delete", "pod", "p1", "--timeout=60s"]);
@@ -367,13 +379,7 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
         "{crash}"
     );
     assert_eq!(crash["status"]["phase"], "Running");
-    let events = c.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=crash",
-    ]);
-    assert!(events.contains("BackOff"), "{events}");
+    c.wait_event("crash", "Back-off restarting failed container c");
 
     // A missing ConfigMap key is CreateContainerConfigError until the ConfigMap exists.
     c.apply(
@@ -518,4 +524,300 @@ fn sim_nodes_share_one_process() {
     let leases = c.ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
     assert_eq!(leases.lines().count(), 20, "{leases}");
     child.stop();
+}
+
+/// The process runtime needs root (namespaces, cgroups) and busybox for the image.
+fn process_runtime_available(test: &str) -> bool {
+    if !nix_is_root() {
+        assert!(
+            !kumo_tests::running_under_ci(),
+            "{test}: the process runtime tests need root under CI"
+        );
+        return false;
+    }
+    kumo_tests::require_tool(
+        &kumo_tests::images::busybox_bin(),
+        "busybox-static",
+        "KUMO_BUSYBOX",
+        test,
+    )
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Imports a busybox image as `busybox:latest` into a fresh image store.
+fn busybox_store(dir: &Path) -> PathBuf {
+    let tar = kumo_tests::images::busybox_image_tar(dir, "busybox:latest", &["sh"])
+        .expect("busybox image");
+    let store = dir.join("images");
+    let out = Command::new(kumo_bin())
+        .args(["image", "import"])
+        .arg(&tar)
+        .arg("--root")
+        .arg(&store)
+        .output()
+        .expect("kumo image import");
+    assert!(
+        out.status.success(),
+        "kumo image import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    store
+}
+
+/// The current log file of `container` in `pod` as the kubelet wrote it.
+fn container_log(root: &Path, pod: &Value, container: &str) -> String {
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let attempt = pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == container))
+        .and_then(|c| c["restartCount"].as_i64())
+        .unwrap_or(0);
+    let path = root
+        .join("pods-logs")
+        .join(format!("default_{name}_{uid}"))
+        .join(container)
+        .join(format!("{attempt}.log"));
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn process_kubelet_env_volumes_probes_and_restarts() {
+    const TEST: &str = "process_kubelet_env_volumes_probes_and_restarts";
+    if !process_runtime_available(TEST) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = busybox_store(dir);
+    let api = ApiServerProc::start(StoreKind::Kumo, dir, &[]).expect("apiserver");
+    let node = "proc-a";
+    let store_arg = store.display().to_string();
+    let kubelet = KubeletProc::start(
+        &api,
+        dir,
+        node,
+        &[
+            "--container-runtime",
+            "process",
+            "--image-store",
+            &store_arg,
+        ],
+    );
+    let root = dir.join(format!("kubelet-{node}"));
+    let c = Cluster { api: &api, dir };
+    c.wait_for(&format!("node/{node}"), &kubelet, "Ready=True", |n| {
+        condition(n, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    c.wait_for("serviceaccount/default", &kubelet, "default SA", |_| true);
+
+    // ConfigMap + Secret into env and files; the ConfigMap edit reaches the file.
+    c.ok(&[
+        "create",
+        "configmap",
+        "app-cfg",
+        "--from-literal=greeting=hello",
+        "--from-literal=color=blue",
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app-sec",
+        "--from-literal=password=s3cret",
+    ]);
+    let script = "echo GREETING=$GREETING PASS=$PASS POD=$POD_NAME NODE=$NODE MEM=$MEM COMBO=$COMBO CFG_color=$CFG_color ARG=$1; \
+                  echo FILE=$(cat /etc/cfg/greeting) SECFILE=$(cat /etc/sec/password) LABELS=$(cat /etc/pod/labels) NS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); \
+                  test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo TOKEN=present; \
+                  echo data > /data/x && echo EMPTYDIR=$(cat /data/x); \
+                  while true; do echo NOW=$(cat /etc/cfg/greeting); sleep 1; done";
+    c.apply(
+        "app",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "app", "namespace": "default", "labels": {"app": "demo"}},
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{
+                    "name": "c", "image": "busybox:latest",
+                    "command": ["sh", "-c", script, "sh", "$(GREETING)-arg"],
+                    "resources": {"limits": {"memory": "64Mi"}},
+                    "env": [
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "app-cfg", "key": "greeting"}}},
+                        {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "app-sec", "key": "password"}}},
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                        {"name": "COMBO", "value": "$(GREETING)-x"}
+                    ],
+                    "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "app-cfg"}}],
+                    "volumeMounts": [
+                        {"name": "cfg", "mountPath": "/etc/cfg"},
+                        {"name": "sec", "mountPath": "/etc/sec"},
+                        {"name": "pod", "mountPath": "/etc/pod"},
+                        {"name": "scratch", "mountPath": "/data"}
+                    ]
+                }],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "app-cfg"}},
+                    {"name": "sec", "secret": {"secretName": "app-sec"}},
+                    {"name": "pod", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                    {"name": "scratch", "emptyDir": {}}
+                ]
+            }
+        }),
+    );
+    let app = c.wait_for("pod/app", &kubelet, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = container_log(&root, &app, "c");
+        if log.contains("NOW=") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no output from app: {log:?}\n{}",
+            tail(&kubelet.log_text(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "GREETING=hello",
+        "PASS=s3cret",
+        "POD=app",
+        &format!("NODE={node}"),
+        "MEM=64",
+        "COMBO=hello-x",
+        "CFG_color=blue",
+        "ARG=hello-arg",
+        "FILE=hello",
+        "SECFILE=s3cret",
+        "LABELS=app=\"demo\"",
+        "NS=default",
+        "TOKEN=present",
+        "EMPTYDIR=data",
+    ] {
+        assert!(
+            log.contains(want),
+            "{want} missing from the app's output:\n{log}"
+        );
+    }
+    c.ok(&[
+        "patch",
+        "configmap",
+        "app-cfg",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = container_log(&root, &app, "c");
+        if log.contains("NOW=bonjour") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ConfigMap update never reached the file:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Readiness over HTTP to the pod IP, liveness over exec restarting the container.
+    c.apply(
+        "web",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{
+                    "name": "web", "image": "busybox:latest",
+                    "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && touch /tmp/healthy && (sleep 4; rm /tmp/healthy) & exec httpd -f -p 8080 -h /www"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                    "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2}
+                }]
+            }
+        }),
+    );
+    c.wait_for("pod/web", &kubelet, "Ready via httpGet", |p| {
+        condition(p, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    let web = c.wait_for(
+        "pod/web",
+        &kubelet,
+        "restarted by the liveness probe",
+        |p| {
+            p["status"]["containerStatuses"][0]["restartCount"]
+                .as_i64()
+                .is_some_and(|n| n >= 1)
+        },
+    );
+    assert!(
+        web["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object(),
+        "{web}"
+    );
+    let events = c.wait_event(
+        "web",
+        "Container web failed liveness probe, will be restarted",
+    );
+    assert!(events.contains("Killing"), "{events}");
+
+    // A container that keeps failing ends in CrashLoopBackOff.
+    c.apply(
+        "crash",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "crash", "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:latest", "command": ["sh", "-c", "echo dying; exit 2"]}]}
+        }),
+    );
+    let crash = c.wait_for("pod/crash", &kubelet, "CrashLoopBackOff", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    assert_eq!(
+        crash["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 2,
+        "{crash}"
+    );
+
+    // A missing image: ErrImagePull, then ImagePullBackOff.
+    c.apply(
+        "noimg",
+        pod(
+            "noimg",
+            node,
+            json!({"containers": [{"name": "c", "image": "nothere:1"}]}),
+            json!({}),
+        ),
+    );
+    c.wait_for("pod/noimg", &kubelet, "ImagePullBackOff", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+
+    // Graceful deletion stops the processes and removes the object.
+    c.ok(&[
+        "delete",
+        "pod",
+        "app",
+        "web",
+        "crash",
+        "noimg",
+        "--timeout=60s",
+    ]);
+    let (_, out) = c.kubectl(&["get", "pods"]);
+    assert!(out.contains("No resources found"), "{out}");
 }
