@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod image;
+pub mod process;
 
 pub mod sim;
 
