@@ -84,13 +84,32 @@ enum ImageCommand {
 
 #[derive(Args, Debug)]
 struct ImageStoreFlag {
-    /// The image store directory (the kubelet's `<root-dir>/images`).
-    #[arg(
-        long,
-        env = "KUMO_IMAGE_STORE",
-        default_value = "/var/lib/kumo/kubelet/images"
-    )]
-    root: PathBuf,
+    /// The image store directory (a kubelet's `--image-store`, by default
+    /// `<root-dir>/images`).
+    #[arg(long, env = "KUMO_IMAGE_STORE", conflicts_with = "data_dir")]
+    root: Option<PathBuf>,
+    /// The data directory of a `kumo up` cluster, whose nodes share `DIR/images`. Without
+    /// `--root` or `--data-dir`: `~/.kumo/images` when `kumo up`'s default directory exists,
+    /// else the kubelet's default `/var/lib/kumo/kubelet/images`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ImageStoreFlag {
+    fn dir(&self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            return kumo_up::images_dir(&default_data_dir(Some(d.clone())));
+        }
+        let up = default_data_dir(None);
+        if up.exists() {
+            kumo_up::images_dir(&up)
+        } else {
+            PathBuf::from("/var/lib/kumo/kubelet/images")
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -618,14 +637,14 @@ fn image_command(command: ImageCommand) -> anyhow::Result<()> {
     kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
     match command {
         ImageCommand::Import { file, store } => {
-            let images = ImageStore::open(&store.root)?.import(&file)?;
+            let images = ImageStore::open(&store.dir())?.import(&file)?;
             for i in images {
                 println!("imported {} {}", i.id, i.names.join(" "));
             }
         }
         ImageCommand::Ls { store } => {
             println!("{:<50} {:<20} {:>10}", "NAME", "ID", "SIZE");
-            for i in ImageStore::open(&store.root)?.list()? {
+            for i in ImageStore::open(&store.dir())?.list()? {
                 let short = i.id.trim_start_matches("sha256:").get(..12).unwrap_or("");
                 let names = if i.names.is_empty() {
                     vec!["<none>".to_string()]
@@ -638,7 +657,7 @@ fn image_command(command: ImageCommand) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Rm { name, store } => {
-            if !ImageStore::open(&store.root)?.remove(&name)? {
+            if !ImageStore::open(&store.dir())?.remove(&name)? {
                 anyhow::bail!("no image {name}");
             }
             println!("removed {name}");
@@ -730,10 +749,13 @@ async fn announce(cfg: kumo_up::UpConfig, detached: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The data directory, absolute (it is printed in `export KUBECONFIG=…` and handed to
+/// components that may run elsewhere).
 fn default_data_dir(d: Option<PathBuf>) -> PathBuf {
-    d.unwrap_or_else(|| {
+    let d = d.unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".kumo")
-    })
+    });
+    std::path::absolute(&d).unwrap_or(d)
 }
 
 /// `kumo up --detach`: runs `kumo up` (without `--detach`) in its own process group with its
