@@ -158,7 +158,7 @@ fn start_fake_kubelet(api: &ApiServerProc, seen: Arc<Mutex<Seen>>) -> u16 {
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|c| kumo_auth::authenticate_cert(&c.to_vec()))
+                        .and_then(kumo_auth::authenticate_cert)
                         .map(|u| u.name)
                         .unwrap_or_else(|| "<none>".into());
                     let path = Arc::new(Mutex::new(String::new()));
