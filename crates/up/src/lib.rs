@@ -328,8 +328,41 @@ async fn signal(pid: u32, sig: &str) {
         .await;
 }
 
+/// Stops the pods of every local node: with the `process` runtime, pods are processes of
+/// their own that outlive the kubelet (so a kubelet restart keeps them running); once the
+/// kubelets are gone, `kumo down` stops them (their records stay, so the next `kumo up`'s
+/// kubelets see them exited and restart them). Returns how many pod sandboxes it stopped.
+pub async fn stop_pods(data_dir: &Path) -> usize {
+    let Ok(nodes) = std::fs::read_dir(data_dir.join("nodes")) else {
+        return 0;
+    };
+    let mut stopped = 0;
+    for node in nodes.flatten() {
+        let root = node.path().join("runtime");
+        if !root.join("sandboxes").is_dir() {
+            continue;
+        }
+        let images = match kumo_runtime::image::ImageStore::open(&images_dir(data_dir)) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the image store");
+                continue;
+            }
+        };
+        match kumo_runtime::process::ProcessRuntime::new(&root, images) {
+            Ok(rt) => match rt.stop_all().await {
+                Ok(n) => stopped += n,
+                Err(e) => tracing::warn!(node = %node.path().display(), error = %e, "cannot stop pods"),
+            },
+            Err(e) => tracing::warn!(node = %node.path().display(), error = %e, "cannot open the runtime"),
+        }
+    }
+    stopped
+}
+
 /// Stops a running `kumo up` (SIGTERM, which stops every component gracefully) and waits
-/// until no process of it is left, killing stragglers after `grace`. Data stays.
+/// until no process of it is left, killing stragglers after `grace`, then stops the pods'
+/// processes. Data stays.
 pub async fn down(data_dir: &Path, grace: Duration) -> Status {
     let before = status(data_dir);
     if let Some(pid) = before.supervisor {
@@ -356,6 +389,7 @@ pub async fn down(data_dir: &Path, grace: Duration) -> Status {
             for (n, _, _) in &now.components {
                 let _ = std::fs::remove_file(pid_file(data_dir, n));
             }
+            stop_pods(data_dir).await;
             return status(data_dir);
         }
         if Instant::now() > deadline {
@@ -479,6 +513,8 @@ pub async fn run(
     for c in &components {
         let _ = std::fs::remove_file(pid_file(&cfg.data_dir, &c.name));
     }
+    let pods = stop_pods(&cfg.data_dir).await;
+    tracing::info!(pods, "stopped the pods of the local nodes");
     let _ = std::fs::remove_file(&up_pid);
     Ok(components)
 }
