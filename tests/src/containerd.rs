@@ -225,6 +225,23 @@ impl Containerd {
         self.wait_ready().await
     }
 
+    /// Host pid of a running container's process (`runc state`), e.g. to kill it from
+    /// outside the way a crash would. `id` may carry the kubelet's `containerd://` prefix.
+    pub fn container_pid(&self, id: &str) -> Option<u32> {
+        let id = id.strip_prefix("containerd://").unwrap_or(id);
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.runc_root().join("k8s.io"))
+            .args(["state", id])
+            .output()
+            .ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        state["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+    }
+
     fn runc_root(&self) -> PathBuf {
         self.dir.path().join("runc")
     }

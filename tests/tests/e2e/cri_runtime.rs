@@ -595,3 +595,308 @@ async fn cri_runtime_oom_killed_and_host_network() {
         .await
         .expect("remove sandbox");
 }
+
+/// Runs `kumo down` when dropped, so no component outlives a failed test.
+struct Down(std::path::PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(kumo_tests::kumo_bin())
+            .arg("down")
+            .arg("--data-dir")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// kubectl 1.33 against the `kumo up` cluster in `data`: (success, stdout+stderr).
+fn kubectl(data: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(kumo_tests::kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(data.join("kubeconfig"))
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn kubectl_ok(data: &Path, args: &[&str]) -> String {
+    let (ok, out) = kubectl(data, args);
+    assert!(ok, "kubectl {args:?} failed: {out}");
+    out
+}
+
+/// Polls a kubectl jsonpath until `pred` holds on its output; panics with the last output and
+/// the kubelet's log tail.
+fn wait_jsonpath(data: &Path, what: &[&str], path: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    let jp = format!("jsonpath={path}");
+    let mut args: Vec<&str> = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend(["-o", jp.as_str()]);
+    loop {
+        let (ok, out) = kubectl(data, &args);
+        if ok && pred(&out) {
+            return out;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(data.join("logs/kubelet-1.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            panic!(
+                "{what:?} {path}: condition not reached; last: {out}\nkubelet log tail:\n{}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Issue 5 acceptance 3: `kumo up --runtime cri` on containerd + runc, then real kubectl: a
+/// busybox httpd Deployment Running and Ready, `kubectl logs`, `kubectl exec` (the kubelet
+/// proxies to containerd's streaming server), a killed container restarted, a memory limit
+/// ending in `OOMKilled`, and `kumo down` leaving no component behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_runtime_kumo_up_deployment() {
+    if !Containerd::require("cri_runtime_kumo_up_deployment") {
+        return;
+    }
+    let ctd = Containerd::start().await.expect("start containerd");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("kumo");
+    let down = Down(data.clone());
+    let port = |p: u16| p.to_string();
+    let out = std::process::Command::new(kumo_tests::kumo_bin())
+        .arg("up")
+        .arg("--detach")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--nodes", "1", "--runtime", "cri"])
+        .args(["--container-runtime-endpoint", &ctd.endpoint()])
+        .args(["--store-port", &port(kumo_tests::free_port())])
+        .args(["--store-metrics-port", &port(kumo_tests::free_port())])
+        .args(["--apiserver-port", &port(kumo_tests::free_port())])
+        .args(["--kubelet-port", &port(kumo_tests::free_port())])
+        .output()
+        .expect("run kumo up");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("kumo is up"),
+        "{text}"
+    );
+
+    let runtime = wait_jsonpath(
+        &data,
+        &["nodes"],
+        "{.items[0].status.nodeInfo.containerRuntimeVersion}",
+        |v| !v.is_empty(),
+    );
+    assert!(runtime.starts_with("containerd://1."), "{runtime}");
+
+    let manifest = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{
+                        "name": "httpd",
+                        "image": BUSYBOX_IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sh", "-c",
+                            "echo serving; mkdir -p /www; echo hello from a cri pod > /www/index.html; exec httpd -f -p 8080 -h /www"],
+                        "ports": [{"containerPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+                        "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+                    }],
+                },
+            },
+        },
+    });
+    let path = tmp.path().join("web.json");
+    std::fs::write(&path, manifest.to_string()).expect("write manifest");
+    kubectl_ok(&data, &["apply", "-f", &path.display().to_string()]);
+    kubectl_ok(
+        &data,
+        &[
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=120s",
+        ],
+    );
+    let pod = kubectl_ok(
+        &data,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    let pod = pod.trim().to_string();
+    let ip = wait_jsonpath(&data, &["pod", &pod], "{.status.podIP}", |v| !v.is_empty());
+    let prefix = ctd.subnet().trim_end_matches("0/24").to_string();
+    assert!(
+        ip.starts_with(&prefix),
+        "pod IP {ip} not on containerd's bridge {}",
+        ctd.subnet()
+    );
+    let container_id = wait_jsonpath(
+        &data,
+        &["pod", &pod],
+        "{.status.containerStatuses[0].containerID}",
+        |v| v.starts_with("containerd://"),
+    );
+    let image_id = kubectl_ok(
+        &data,
+        &[
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].imageID}",
+        ],
+    );
+    assert!(!image_id.is_empty(), "no imageID");
+
+    // Served to the host at the pod IP, logs and exec through the kubelet.
+    let resp = http_get(&ip, 8080).await;
+    assert!(resp.contains("hello from a cri pod"), "{resp}");
+    let logs = kubectl_ok(&data, &["logs", &pod]);
+    assert_eq!(logs.trim(), "serving");
+    let got = kubectl_ok(
+        &data,
+        &["exec", &pod, "--", "wget", "-qO-", "http://localhost:8080/"],
+    );
+    assert_eq!(got.trim(), "hello from a cri pod");
+    let (ok, out) = kubectl(
+        &data,
+        &["exec", &pod, "--", "sh", "-c", "echo to-stderr >&2; exit 3"],
+    );
+    assert!(
+        !ok && out.contains("to-stderr") && out.contains("exit code 3"),
+        "{out}"
+    );
+
+    // Killing the container's process from the host: the kubelet restarts it.
+    let pid = ctd.container_pid(&container_id).expect("container pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_jsonpath(
+        &data,
+        &["pod", &pod],
+        "{.status.containerStatuses[0].restartCount}",
+        |v| v.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    let last = wait_jsonpath(
+        &data,
+        &["pod", &pod],
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+        |v| !v.is_empty(),
+    );
+    assert_eq!(last, "137");
+    kubectl_ok(
+        &data,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
+        ],
+    );
+    let got = kubectl_ok(
+        &data,
+        &["exec", &pod, "--", "wget", "-qO-", "http://localhost:8080/"],
+    );
+    assert_eq!(got.trim(), "hello from a cri pod");
+
+    // A memory limit is enforced: the hog ends OOMKilled.
+    let hog = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hog", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "hog",
+                "image": BUSYBOX_IMAGE,
+                "command": ["tail", "/dev/zero"],
+                "resources": {"limits": {"memory": "20Mi"}},
+            }],
+        },
+    });
+    let path = tmp.path().join("hog.json");
+    std::fs::write(&path, hog.to_string()).expect("write manifest");
+    kubectl_ok(&data, &["apply", "-f", &path.display().to_string()]);
+    let reason = wait_jsonpath(
+        &data,
+        &["pod", "hog"],
+        "{.status.containerStatuses[0].state.terminated.reason}",
+        |v| !v.is_empty(),
+    );
+    assert_eq!(reason, "OOMKilled");
+    wait_jsonpath(&data, &["pod", "hog"], "{.status.phase}", |v| v == "Failed");
+
+    // Deleting the Deployment removes its pod's containers from containerd.
+    kubectl_ok(&data, &["delete", "deployment", "web", "--wait=true"]);
+    kubectl_ok(
+        &data,
+        &[
+            "wait",
+            "--for=delete",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
+        ],
+    );
+    let cri = CriRuntime::connect(&ctd.endpoint()).await.expect("connect");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sandboxes = cri.list_sandboxes().await.expect("list_sandboxes");
+        let web_left = sandboxes
+            .iter()
+            .any(|(_, s)| s.state == SandboxState::Ready && s.ip.as_deref() == Some(ip.as_str()));
+        if !web_left {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod's sandbox is still ready: {sandboxes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // `kumo down` leaves no component running.
+    drop(down);
+    let data_arg = data.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&data_arg).then_some(cmd)
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left after kumo down: {left:?}");
+}
