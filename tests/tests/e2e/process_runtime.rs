@@ -388,6 +388,50 @@ async fn process_runtime_pod_networking_logs_exec_and_restart() {
     assert_eq!(out.trim(), "interactive hi from the pod");
     assert_eq!(session.exit.await.expect("exit"), 3);
 
+    // exec with a TTY (kubectl exec -t): a terminal, and resizes reach it.
+    let session = rt
+        .exec(
+            &web_id,
+            &ExecRequest {
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "tty; while [ \"$(stty size)\" != \"30 100\" ]; do sleep 0.05; done; echo resized".into(),
+                ],
+                stdin: false,
+                stdout: true,
+                stderr: false,
+                tty: true,
+            },
+        )
+        .await
+        .expect("exec tty");
+    let StreamTarget::Local(mut session) = session else {
+        panic!("process runtime streams locally");
+    };
+    assert!(session.stderr.is_none(), "a TTY merges stderr into stdout");
+    session
+        .resize
+        .as_ref()
+        .expect("resize channel")
+        .send((100, 30))
+        .await
+        .expect("resize");
+    let mut stdout = session.stdout.take().expect("stdout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    // A pty master reads EIO once the last slave closes: that is its end of stream.
+    while let Ok(n) = stdout.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("resized"), "{out}");
+    assert_eq!(session.exit.await.expect("exit"), 0);
+
     // A second container of the pod reaches the first on localhost.
     let mut side = env.container("web", "sidecar", &["sleep", "inf"]);
     side.mounts = vec![hosts_mount];
@@ -444,6 +488,27 @@ async fn process_runtime_pod_networking_logs_exec_and_restart() {
     )
     .await;
     assert_eq!(page.trim(), "hi from the pod");
+
+    // The container's processes are ordinary host processes to ps/pgrep (tests and admins
+    // find them by command line).
+    let marker = format!("kumo-marker-{}", std::process::id());
+    let mut marked = env.container(
+        "web",
+        "marked",
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
+    marked.args = vec![marker.clone()];
+    let marked_id = run(&rt2, &sandbox, &sb, &marked).await;
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .expect("pgrep");
+    let pids = String::from_utf8_lossy(&pgrep.stdout);
+    assert!(
+        pids.lines()
+            .any(|p| p.trim() == env.container_pid(&marked_id).to_string()),
+        "pgrep -f {marker}: {pids:?}"
+    );
 
     // Killing the container's process from outside: Exited with 128+9, reason Error, and the
     // log survives.
@@ -627,4 +692,138 @@ async fn process_runtime_exit_codes_stop_oom_and_start_errors() {
     assert!(log_records(&user.log_path).contains(&("stdout".into(), "F".into(), "65534".into())));
 
     rt.remove_sandbox(&sandbox).await.expect("remove sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runtime_host_network_pod() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let env = Env::new();
+    let rt = &env.runtime;
+    let mut sb = env.sandbox_config("hostnet");
+    sb.host_network = true;
+    let sandbox = rt.run_sandbox(&sb).await.expect("run sandbox");
+    let status = rt.sandbox_status(&sandbox).await.expect("status");
+    assert!(
+        !status
+            .ip
+            .as_deref()
+            .unwrap_or("10.88.")
+            .starts_with("10.88."),
+        "hostNetwork pods have the host's address, got {:?}",
+        status.ip
+    );
+    let port = kumo_tests::free_port();
+    let c = env.container(
+        "hostnet",
+        "web",
+        &[
+            "sh",
+            "-c",
+            &format!("mkdir -p /www && echo host-net > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"),
+        ],
+    );
+    let id = run(rt, &sandbox, &sb, &c).await;
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get(&addr) {
+            Ok(b) if b.contains("host-net") => break,
+            other => {
+                assert!(Instant::now() < deadline, "GET {addr}: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(
+        rt.container_status(&id).await.expect("status").state,
+        ContainerState::Running
+    );
+    rt.remove_sandbox(&sandbox).await.expect("remove");
+    assert!(http_get(&addr).is_err(), "server still up after removal");
+}
+
+/// The fallback without namespaces (what a non-root kubelet gets): plain processes that still
+/// have logs, env, exit codes, stop and exec. Runs as any user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runtime_plain_process_fallback() {
+    if !busybox_bin().exists() {
+        assert!(
+            !kumo_tests::running_under_ci(),
+            "busybox-static missing under CI"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = busybox_image_tar(dir.path(), IMAGE, &["sh"]).expect("image");
+    let store = ImageStore::open(&dir.path().join("images")).expect("store");
+    store.import(&tar).expect("import");
+    let rt = ProcessRuntime::with_options(
+        &dir.path().join("runtime"),
+        store,
+        ProcessRuntimeOptions {
+            helper_binary: Some(kumo_tests::kumo_bin()),
+            plain: true,
+            host_ip: Some("192.0.2.10".into()),
+            ..Default::default()
+        },
+    )
+    .expect("runtime");
+    assert!(!rt.isolated());
+    let sb = SandboxConfig {
+        pod_uid: "plain-uid".into(),
+        name: "plain".into(),
+        ..Default::default()
+    };
+    let sandbox = rt.run_sandbox(&sb).await.expect("sandbox");
+    let st = rt.sandbox_status(&sandbox).await.expect("status");
+    assert_eq!(st.state, SandboxState::Ready);
+    assert_eq!(st.ip.as_deref(), Some("192.0.2.10"));
+
+    let log = dir.path().join("logs/plain/0.log");
+    let c = ContainerConfig {
+        name: "main".into(),
+        image: IMAGE.into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello $FOO; exec sleep 1000".into(),
+        ],
+        env: vec![("FOO".into(), "bar".into())],
+        log_path: log.clone(),
+        ..Default::default()
+    };
+    let id = run(&rt, &sandbox, &sb, &c).await;
+    assert_eq!(
+        rt.container_status(&id).await.expect("status").state,
+        ContainerState::Running
+    );
+    let out = exec_ok(&rt, &id, &["sh", "-c", "echo exec $FOO"]).await;
+    assert_eq!(out.trim(), "exec bar");
+    // sleep is not a namespace init here: SIGTERM ends it (128+15).
+    rt.stop_container(&id, Duration::from_secs(30))
+        .await
+        .expect("stop");
+    let st = rt.container_status(&id).await.expect("status");
+    assert_eq!(
+        (st.exit_code, st.reason.as_deref()),
+        (Some(143), Some("Error"))
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_records(&log).contains(&("stdout".into(), "F".into(), "hello bar".into())) {
+        assert!(Instant::now() < deadline, "{:?}", log_records(&log));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let c2 = ContainerConfig {
+        name: "exit5".into(),
+        image: IMAGE.into(),
+        command: vec!["sh".into(), "-c".into(), "exit 5".into()],
+        log_path: dir.path().join("logs/plain/exit5.log"),
+        ..Default::default()
+    };
+    let id2 = run(&rt, &sandbox, &sb, &c2).await;
+    assert_eq!(wait_exited(&rt, &id2).await.exit_code, Some(5));
+    rt.remove_sandbox(&sandbox).await.expect("remove");
 }

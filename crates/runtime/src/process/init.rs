@@ -20,7 +20,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -54,7 +54,9 @@ pub fn run_if_requested() -> Option<ExitCode> {
         Some("pause") => arg(rest, 1).and_then(|d| pause(Path::new(d))),
         Some("monitor") => arg(rest, 1).and_then(|d| monitor(Path::new(d))),
         Some("start") => arg(rest, 1).and_then(|d| start(Path::new(d))),
-        Some("exec") => arg(rest, 1).and_then(|d| exec(Path::new(d), after_dashes(rest))),
+        Some("exec") => {
+            arg(rest, 1).and_then(|d| exec(Path::new(d), after_dashes(rest), exec_opts(rest)))
+        }
         Some("nsexec") => arg(rest, 1).and_then(|ns| nsexec(ns, &rest[2..])),
         Some("probe") => probe(),
         other => Err(io::Error::other(format!(
@@ -757,7 +759,37 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
 
 // ---------------------------------------------------------------- exec
 
-fn exec(cdir: &Path, cmd: &[String]) -> io::Result<u8> {
+/// Options of the `exec` role: `--tty` gives the command a terminal allocated inside the
+/// container (from its own devpts, so `tty` and job control work there) and relays it over
+/// this process's stdin/stdout; `--winsize FIFO` carries terminal size changes (4 bytes each:
+/// columns and rows, big-endian u16).
+struct ExecOpts<'a> {
+    tty: bool,
+    winsize: Option<&'a str>,
+}
+
+fn exec_opts(rest: &[String]) -> ExecOpts<'_> {
+    let head: Vec<&String> = rest.iter().take_while(|a| *a != "--").collect();
+    ExecOpts {
+        tty: head.iter().any(|a| *a == "--tty"),
+        winsize: head
+            .iter()
+            .position(|a| *a == "--winsize")
+            .and_then(|i| head.get(i + 1))
+            .map(|s| s.as_str()),
+    }
+}
+
+fn exec(cdir: &Path, cmd: &[String], opts: ExecOpts<'_>) -> io::Result<u8> {
+    let winsize = match opts.winsize {
+        Some(p) => Some(
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(p)?,
+        ),
+        None => None,
+    };
     let rec: ContainerRecord = read_json(&cdir.join("container.json"))?;
     let (prog, args) = cmd
         .split_first()
@@ -808,18 +840,149 @@ fn exec(cdir: &Path, cmd: &[String]) -> io::Result<u8> {
         command = Command::new(resolved);
         command.arg0(prog).current_dir(cdir.join("work"));
     }
-    match command.args(args).env_clear().envs(envs).status() {
+    command.args(args).env_clear().envs(envs);
+    let result = if opts.tty {
+        exec_with_tty(command, winsize)
+    } else {
+        command.status()
+    };
+    match result {
         Ok(status) => Ok(exit_code_of(status).clamp(0, 255) as u8),
         // The shell's conventions: 127 not found, 126 found but not runnable.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            report(&format!(
-                "exec: \"{prog}\": executable file not found in $PATH"
-            ));
+            exec_error(
+                opts.tty,
+                &format!("exec: \"{prog}\": executable file not found in $PATH"),
+            );
             Ok(127)
         }
         Err(e) => {
-            report(&format!("exec \"{prog}\": {e}"));
+            exec_error(opts.tty, &format!("exec \"{prog}\": {e}"));
             Ok(126)
         }
+    }
+}
+
+/// With a TTY there is no stderr stream: errors go where the user looks, the terminal output.
+#[allow(clippy::print_stdout)]
+fn exec_error(tty: bool, msg: &str) {
+    if tty {
+        println!("{msg}\r");
+    } else {
+        report(msg);
+    }
+}
+
+/// Runs `command` on a pty from the current (container) `/dev/ptmx`, as the leader of a new
+/// session with that pty as controlling terminal, and relays stdin → pty → stdout until the
+/// command exits. Single-threaded on purpose: after joining a pid namespace this process may
+/// not create threads.
+fn exec_with_tty(
+    mut command: Command,
+    mut winsize: Option<File>,
+) -> io::Result<std::process::ExitStatus> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).map_err(nix_err("posix_openpt"))?;
+    nix::pty::grantpt(&master).map_err(nix_err("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(nix_err("unlockpt"))?;
+    let slave_path = nix::pty::ptsname_r(&master).map_err(nix_err("ptsname"))?;
+    let slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)?;
+    apply_winsize(&master, winsize.as_mut());
+    nix::unistd::setsid().map_err(nix_err("setsid"))?;
+    rustix::process::ioctl_tiocsctty(slave.as_fd())
+        .map_err(|e| io::Error::other(format!("TIOCSCTTY: {e}")))?;
+    let mut child = command
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave))
+        .spawn()?;
+
+    let mut stdin = Some(io::stdin());
+    let mut stdout = io::stdout();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut exited = None;
+    loop {
+        let (in_ready, master_ready, size_ready) = {
+            let stdin_fd = stdin.as_ref().map(|s| s.as_fd());
+            let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            if let Some(fd) = stdin_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            if let Some(w) = &winsize {
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(io::Error::from(e)),
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let mut it = fds.iter();
+            let m = it.next().is_some_and(ready);
+            let i = stdin.is_some() && it.next().is_some_and(ready);
+            let w = winsize.is_some() && it.next().is_some_and(ready);
+            (i, m, w)
+        };
+        let mut got_output = false;
+        if master_ready {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    // EIO: the last slave closed, the command and its children are done.
+                    break;
+                }
+                Ok(n) => {
+                    got_output = true;
+                    stdout.write_all(&buf[..n])?;
+                    stdout.flush()?;
+                }
+            }
+        }
+        if in_ready && let Some(s) = stdin.as_mut() {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => stdin = None,
+                Ok(n) => master.write_all(&buf[..n])?,
+            }
+        }
+        if size_ready {
+            apply_winsize(&master, winsize.as_mut());
+        }
+        if exited.is_none() {
+            exited = child.try_wait()?;
+        } else if !got_output {
+            break;
+        }
+    }
+    let status = match exited {
+        Some(s) => s,
+        None => child.wait()?,
+    };
+    // Closing the master hangs the terminal up, which SIGHUPs its controlling process: us.
+    // The command's status is what this process must report, so ignore that.
+    let mut hup = SigSet::empty();
+    hup.add(Signal::SIGHUP);
+    let _ = hup.thread_block();
+    drop(master);
+    Ok(status)
+}
+
+/// Applies the latest size waiting in the FIFO, if any.
+fn apply_winsize(master: &nix::pty::PtyMaster, fifo: Option<&mut File>) {
+    let Some(fifo) = fifo else { return };
+    let mut last = None;
+    let mut rec = [0u8; 4];
+    while let Ok(4) = fifo.read(&mut rec) {
+        last = Some(rec);
+    }
+    if let Some(r) = last {
+        let size = rustix::termios::Winsize {
+            ws_col: u16::from_be_bytes([r[0], r[1]]),
+            ws_row: u16::from_be_bytes([r[2], r[3]]),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(master.as_fd(), size);
     }
 }

@@ -894,38 +894,61 @@ impl Runtime for ProcessRuntime {
     async fn exec(&self, container_id: &str, request: &ExecRequest) -> Result<StreamTarget> {
         let (dir, _) = self.running(container_id)?;
         let mut command = tokio::process::Command::new(&self.inner.helper);
-        command
-            .arg(SUBCOMMAND)
-            .arg("exec")
-            .arg(&dir)
-            .arg("--")
-            .args(&request.cmd)
-            .kill_on_drop(false);
+        command.arg(SUBCOMMAND).arg("exec").arg(&dir);
         if request.tty {
-            let pty = nix::pty::openpty(None, None)
-                .map_err(|e| RuntimeError::Other(format!("openpty: {e}")))?;
-            let slave = pty.slave;
+            // The terminal is allocated inside the container by the helper (from the
+            // container's devpts, where `tty` and job control expect it) and relayed over
+            // pipes; size changes go through a FIFO the helper polls.
+            let fifo = dir.join(format!("exec-{}.winsize", new_id()));
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| RuntimeError::Other(format!("mkfifo: {e}")))?;
+            // Read-write, so opening never waits for the helper and writes never fail
+            // before it runs.
+            let sizes = fs::OpenOptions::new().read(true).write(true).open(&fifo)?;
             command
-                .stdin(Stdio::from(slave.try_clone()?))
-                .stdout(Stdio::from(slave.try_clone()?))
-                .stderr(Stdio::from(slave));
+                .arg("--tty")
+                .arg("--winsize")
+                .arg(&fifo)
+                .arg("--")
+                .args(&request.cmd)
+                .kill_on_drop(false)
+                .stdin(if request.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
             let mut child = command.spawn()?;
-            let master_read = tokio::fs::File::from_std(fs::File::from(pty.master.try_clone()?));
-            let master_write = tokio::fs::File::from_std(fs::File::from(pty.master));
+            let (resize_tx, mut resize_rx) = tokio::sync::mpsc::channel::<(u16, u16)>(8);
+            tokio::spawn(async move {
+                let mut sizes = tokio::fs::File::from_std(sizes);
+                while let Some((cols, rows)) = resize_rx.recv().await {
+                    use tokio::io::AsyncWriteExt;
+                    let mut rec = [0u8; 4];
+                    rec[..2].copy_from_slice(&cols.to_be_bytes());
+                    rec[2..].copy_from_slice(&rows.to_be_bytes());
+                    if sizes.write_all(&rec).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let stdin = child.stdin.take().map(|s| Box::pin(s) as crate::BoxWrite);
+            let stdout = child.stdout.take().map(|s| Box::pin(s) as crate::BoxRead);
             let exit = async move {
-                let status = child.wait().await?;
-                Ok(exit_code(status))
+                let status = child.wait().await;
+                let _ = fs::remove_file(&fifo);
+                Ok(exit_code(status?))
             };
             return Ok(StreamTarget::Local(ExecSession {
-                stdin: request
-                    .stdin
-                    .then(|| Box::pin(master_write) as crate::BoxWrite),
-                stdout: Some(Box::pin(master_read)),
+                stdin,
+                stdout,
                 stderr: None,
-                resize: None,
+                resize: Some(resize_tx),
                 exit: Box::pin(exit),
             }));
         }
+        command.arg("--").args(&request.cmd).kill_on_drop(false);
         command
             .stdin(if request.stdin {
                 Stdio::piped()
@@ -990,6 +1013,34 @@ async fn remove_cgroup(cgroups: &Cgroups, rel: &str) {
 }
 
 impl ProcessRuntime {
+    /// Stops every sandbox this runtime holds (containers SIGKILLed, pause processes gone, pod
+    /// IPs released), keeping their records: pods are not tied to the kubelet process, so
+    /// `kumo down` calls this to leave no process behind. Returns how many sandboxes it stopped.
+    pub async fn stop_all(&self) -> Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(self.inner.root.join("sandboxes"))? {
+            let id = e?.file_name().to_string_lossy().into_owned();
+            match self.stop_sandbox(&id).await {
+                Ok(()) => n += 1,
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// [`ProcessRuntime::stop_all`], then removes every sandbox and container (`kumo delete`).
+    pub async fn remove_all(&self) -> Result<()> {
+        for e in fs::read_dir(self.inner.root.join("sandboxes"))? {
+            let id = e?.file_name().to_string_lossy().into_owned();
+            self.remove_sandbox(&id).await?;
+        }
+        for id in self.container_ids()? {
+            self.remove_container(&id).await?;
+        }
+        Ok(())
+    }
+
     fn running(&self, container_id: &str) -> Result<(PathBuf, ContainerRecord)> {
         let (dir, rec) = self.container_record(container_id)?;
         let alive =
