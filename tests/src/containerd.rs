@@ -276,7 +276,7 @@ impl Containerd {
             net_d.join("10-kumo.conflist"),
             serde_json::to_vec_pretty(&conflist)?,
         )?;
-        let snapshotter = if overlay_supported() {
+        let snapshotter = if overlay_supported(d) {
             "overlayfs"
         } else {
             "native"
@@ -493,14 +493,32 @@ fn take_slot() -> Result<(u32, File)> {
     bail!("all {SLOTS} containerd test slots are taken")
 }
 
-/// Whether the kernel has overlayfs (else containerd uses the slow `native` snapshotter).
-fn overlay_supported() -> bool {
-    std::fs::read_to_string("/proc/filesystems")
+/// Whether containerd can use overlayfs under `dir`: the kernel has it and `dir` is not itself
+/// on overlayfs (as in many CI containers, where overlay-on-overlay fails). Otherwise the slow
+/// but universal `native` snapshotter.
+fn overlay_supported(dir: &Path) -> bool {
+    let kernel = std::fs::read_to_string("/proc/filesystems")
         .map(|s| {
             s.lines()
                 .any(|l| l.split_whitespace().last() == Some("overlay"))
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+    kernel && filesystem_of(dir).as_deref() != Some("overlay")
+}
+
+/// The filesystem type of the mount holding `dir` (longest matching mount point in
+/// /proc/self/mountinfo; the type follows the ` - ` separator).
+fn filesystem_of(dir: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|l| {
+            let mount_point = PathBuf::from(l.split(' ').nth(4)?.replace("\\040", " "));
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?.to_string();
+            dir.starts_with(&mount_point)
+                .then_some((mount_point, fstype))
+        })
+        .max_by_key(|(m, _)| m.components().count())
+        .map(|(_, t)| t)
 }
 
 /// Pids whose command line contains every one of `needles`.
@@ -533,4 +551,23 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     mounts.dedup();
     mounts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filesystem_of_finds_the_innermost_mount() {
+        assert_eq!(
+            filesystem_of(Path::new("/proc/self")).as_deref(),
+            Some("proc")
+        );
+        assert_eq!(
+            filesystem_of(Path::new("/sys/kernel"))
+                .as_deref()
+                .map(|t| t.is_empty()),
+            Some(false)
+        );
+    }
 }
