@@ -215,6 +215,57 @@ fn apply(api: &ApiServerProc, dir: &std::path::Path, name: &str, yaml: &str) {
     kubectl_ok(api, &["create", "-f", f.to_str().expect("path")]);
 }
 
+/// Opens a WebSocket through the apiserver to `path` as the admin (client certificate) and
+/// returns the first binary message.
+fn websocket_first_message(api: &ApiServerProc, path: &str) -> Vec<u8> {
+    let ca = std::fs::read(api.cert_dir.join("ca.crt")).expect("ca");
+    let admin = kumo_auth::CertAndKey {
+        cert_pem: std::fs::read_to_string(api.cert_dir.join("admin.crt")).expect("admin.crt"),
+        key_pem: std::fs::read_to_string(api.cert_dir.join("admin.key")).expect("admin.key"),
+    };
+    let tls = kumo_auth::tls::client_config(&ca, Some(&admin)).expect("client tls");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = format!("wss://127.0.0.1:{}{path}", api.port);
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .expect("tls");
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                url.as_str(),
+            )
+            .expect("request");
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "v5.channel.k8s.io".parse().expect("header"),
+        );
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, stream)
+            .await
+            .expect("upgrade through the apiserver");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("v5.channel.k8s.io")
+        );
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => return b.to_vec(),
+                Some(Ok(_)) => continue,
+                other => panic!("no message: {other:?}"),
+            }
+        }
+    })
+}
+
 #[test]
 fn kubectl_exec_goes_through_the_upgrade_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -334,6 +385,29 @@ fn kubectl_exec_goes_through_the_upgrade_proxy() {
     assert!(
         !out.status.success() && err.contains("container nope is not valid for pod one"),
         "{err}"
+    );
+
+    // attach and portforward take the same path to the kubelet's /attach and /portForward.
+    let first = websocket_first_message(
+        &api,
+        "/api/v1/namespaces/default/pods/two/attach?container=a&stdout=true",
+    );
+    assert_eq!(first, b"\x01command= container=a\n");
+    {
+        let s = seen.lock().expect("lock");
+        let path = s.paths.last().expect("attach reached the kubelet");
+        assert!(
+            path.starts_with("/attach/default/two/a?") && path.contains("output=1"),
+            "{path}"
+        );
+    }
+    let _ = websocket_first_message(
+        &api,
+        "/api/v1/namespaces/default/pods/one/portforward?ports=8080&ports=9090",
+    );
+    assert_eq!(
+        seen.lock().expect("lock").paths.last().map(String::as_str),
+        Some("/portForward/default/one?port=8080&port=9090")
     );
 
     // Without `create` on pods/exec: forbidden, and nothing reaches the kubelet.
