@@ -96,6 +96,9 @@ impl Container {
 struct State {
     sandboxes: HashMap<String, Sandbox>,
     containers: HashMap<String, Container>,
+    /// Every image a container was created from: `list_images` is called by every hollow
+    /// node's status loop, so it must not walk the containers.
+    images: std::collections::BTreeSet<String>,
 }
 
 /// The in-memory runtime. Cheap to share (`Arc<SimRuntime>`) across thousands of nodes.
@@ -201,12 +204,7 @@ impl Runtime for SimRuntime {
     }
 
     async fn list_images(&self) -> Result<Vec<ImageInfo>> {
-        let mut names: Vec<String> = {
-            let st = self.lock();
-            st.containers.values().map(|c| c.image.clone()).collect()
-        };
-        names.sort();
-        names.dedup();
+        let names: Vec<String> = self.lock().images.iter().cloned().collect();
         Ok(names
             .into_iter()
             .map(|n| ImageInfo {
@@ -325,6 +323,9 @@ impl Runtime for SimRuntime {
             return Err(RuntimeError::NotFound(format!(
                 "sandbox {sandbox_id} is not ready"
             )));
+        }
+        if !st.images.contains(&config.image) {
+            st.images.insert(config.image.clone());
         }
         st.containers.insert(
             id.clone(),

@@ -29,14 +29,12 @@ impl KubeletProc {
             .args(["--hostname-override", node])
             .arg("--root-dir")
             .arg(&root)
-            .args([
-                "--port",
-                "0",
-                "--healthz-port",
-                "0",
-                "--node-ip",
-                "127.0.0.1",
-            ])
+            .args(["--healthz-port", "0", "--node-ip", "127.0.0.1"])
+            .args(if extra.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .args(extra)
             .env("KUMO_SYNC_FREQUENCY", "2s")
             .env("KUMO_NODE_LEASE_RENEW_INTERVAL", "2s")
@@ -76,9 +74,26 @@ fn node_kubeconfig(api: &ApiServerProc, dir: &Path, node: &str) -> PathBuf {
         .sign_client_cert(
             &format!("system:node:{node}"),
             &["system:nodes".to_string()],
-            Duration::from_secs(24 * 3600),
+            Duration::from_secs(365 * 24 * 3600),
         )
         .expect("node certificate");
+    // The apiserver verifies kubelets' serving certificates against the cluster CA (as
+    // `kumo up` arranges): put one where the kubelet looks (`<root-dir>/pki/kubelet.crt`).
+    let serving = pki
+        .sign_serving_cert(
+            node,
+            &[
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+                node.to_string(),
+            ],
+            Duration::from_secs(365 * 24 * 3600),
+        )
+        .expect("serving certificate");
+    let pki_dir = dir.join(format!("kubelet-{node}")).join("pki");
+    std::fs::create_dir_all(&pki_dir).expect("pki dir");
+    std::fs::write(pki_dir.join("kubelet.crt"), &serving.cert_pem).expect("kubelet.crt");
+    std::fs::write(pki_dir.join("kubelet.key"), &serving.key_pem).expect("kubelet.key");
     let path = dir.join(format!("{node}.kubeconfig"));
     kumo_auth::kubeconfig::write_kubeconfig(
         &path,
@@ -603,17 +618,16 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
     let api = ApiServerProc::start(StoreKind::Kumo, dir, &[]).expect("apiserver");
     let node = "proc-a";
     let store_arg = store.display().to_string();
-    let kubelet = KubeletProc::start(
-        &api,
-        dir,
-        node,
-        &[
-            "--container-runtime",
-            "process",
-            "--image-store",
-            &store_arg,
-        ],
-    );
+    let port = kumo_tests::free_port().to_string();
+    let kubelet_args = [
+        "--container-runtime",
+        "process",
+        "--image-store",
+        &store_arg,
+        "--port",
+        &port,
+    ];
+    let mut kubelet = KubeletProc::start(&api, dir, node, &kubelet_args);
     let root = dir.join(format!("kubelet-{node}"));
     let c = Cluster { api: &api, dir };
     c.wait_for(&format!("node/{node}"), &kubelet, "Ready=True", |n| {
@@ -734,6 +748,35 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+
+    // kubectl logs goes apiserver → kubelet API → the CRI log file.
+    let logs = c.ok(&["logs", "app"]);
+    assert!(logs.contains("GREETING=hello"), "{logs}");
+
+    // A kubelet restart adopts the running pod instead of restarting it.
+    let before = c.get_json("pod/app").expect("pod app");
+    let cid = before["status"]["containerStatuses"][0]["containerID"].clone();
+    kubelet.stop();
+    let kubelet = KubeletProc::start(&api, dir, node, &kubelet_args);
+    let lines = |p: &Value| container_log(&root, p, "c").matches("NOW=").count();
+    let seen = lines(&before);
+    c.wait_for(
+        "pod/app",
+        &kubelet,
+        "still running after the kubelet restart",
+        |p| lines(p) > seen + 2,
+    );
+    let after = c.wait_for("pod/app", &kubelet, "Ready again", |p| {
+        condition(p, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["containerID"], cid,
+        "{after}"
+    );
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{after}"
+    );
 
     // Readiness over HTTP to the pod IP, liveness over exec restarting the container.
     c.apply(

@@ -82,6 +82,8 @@ pub struct Worker {
     next_backoff: Option<Instant>,
     /// The last API object seen, for clean-up after a force deletion.
     last_pod: Option<Arc<Pod>>,
+    /// Running when this kubelet started: admitted without checks, but its requests count.
+    adopted: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -226,10 +228,12 @@ impl Worker {
             running_reported: false,
             next_backoff: None,
             last_pod: None,
+            adopted: false,
         };
         if let Some(sb) = adopt {
             info!(uid = %w.uid, sandbox = %sb.id, "adopting running pod sandbox");
             w.admitted = Some(Ok(()));
+            w.adopted = true;
             w.running_reported = true;
             w.sandbox = Some(Sandbox {
                 id: sb.id,
@@ -514,6 +518,12 @@ impl Worker {
         }
         if self.terminal {
             return sync_freq;
+        }
+        if std::mem::take(&mut self.adopted) {
+            self.ctx
+                .admitted
+                .lock()
+                .insert(self.uid.clone(), pod_requests(pod));
         }
         if self.admitted.is_none() {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
