@@ -18,3 +18,4 @@ mod store_golden;
 mod store_metrics;
 mod tls_bootstrap;
 mod up;
+mod up_workloads;
