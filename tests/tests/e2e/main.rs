@@ -9,6 +9,7 @@ mod controller_manager;
 mod cri_runtime;
 mod exec_proxy;
 mod kubelet;
+mod kubelet_server;
 mod process_runtime;
 mod scheduler;
 mod store_badinput;

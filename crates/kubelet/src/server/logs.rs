@@ -480,6 +480,11 @@ mod tests {
         assert_eq!(tail_offset(&p, 2)?, 2);
         assert_eq!(tail_offset(&p, 3)?, 0);
         assert_eq!(tail_offset(&p, 10)?, 0);
+        std::fs::write(
+            &p,
+            b"2024-01-01T00:00:01.5Z stdout F line one\n2024-01-01T00:00:02Z stderr F line two\n2024-01-01T00:00:03.123456789Z stdout P a long line \n2024-01-01T00:00:03.2Z stdout P in three \n2024-01-01T00:00:03.3Z stdout F pieces\n",
+        )?;
+        assert_eq!(tail_offset(&p, 3)?, 80);
         std::fs::write(&p, b"a\nbb")?;
         assert_eq!(tail_offset(&p, 1)?, 2);
         std::fs::remove_file(&p)?;
@@ -502,5 +507,68 @@ mod tests {
                 .since
                 .is_some()
         );
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::directory::{ContainerRef, PodDirectory};
+
+    struct One(PathBuf);
+
+    impl PodDirectory for One {
+        fn container(&self, _: &str, _: &str, _: &str) -> Result<ContainerRef, LookupError> {
+            Ok(ContainerRef {
+                container_id: Some("x".into()),
+                log_path: Some(self.0.clone()),
+                previous_log_path: None,
+                running: false,
+            })
+        }
+        fn pods(&self) -> Vec<k8s_openapi::api::core::v1::Pod> {
+            Vec::new()
+        }
+    }
+
+    async fn get(path: &Path, query: &str) -> String {
+        let state = ServerState {
+            node_name: "n".into(),
+            pods: Arc::new(One(path.to_path_buf())),
+            runtime: Arc::new(kumo_runtime::sim::SimRuntime::new(false)),
+            metrics: prometheus::Registry::new(),
+            api: None,
+        };
+        let r = container_logs(&state, "ns", "p", "c", Some(query)).await;
+        let b = r.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    #[tokio::test]
+    async fn tail_limit_and_timestamps_over_a_file() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("kumo-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let p = dir.join("0.log");
+        std::fs::write(
+            &p,
+            "2024-01-01T00:00:01.5Z stdout F line one\n2024-01-01T00:00:02Z stderr F line two\n2024-01-01T00:00:03.123456789Z stdout P a long line \n2024-01-01T00:00:03.2Z stdout P in three \n2024-01-01T00:00:03.3Z stdout F pieces\n",
+        )?;
+        assert_eq!(
+            get(&p, "").await,
+            "line one\nline two\na long line in three pieces\n"
+        );
+        assert_eq!(
+            get(&p, "tailLines=3").await,
+            "a long line in three pieces\n"
+        );
+        assert_eq!(
+            get(&p, "tailLines=1&timestamps=true").await,
+            "2024-01-01T00:00:03.3Z pieces\n"
+        );
+        assert_eq!(get(&p, "limitBytes=12").await, "line one\nlin");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }
