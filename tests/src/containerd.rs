@@ -276,10 +276,11 @@ impl Containerd {
             net_d.join("10-kumo.conflist"),
             serde_json::to_vec_pretty(&conflist)?,
         )?;
-        let snapshotter = if overlay_supported(d) {
-            "overlayfs"
-        } else {
-            "native"
+        // `KUMO_CONTAINERD_SNAPSHOTTER` forces one (e.g. `native`, to exercise the fallback).
+        let snapshotter = match std::env::var("KUMO_CONTAINERD_SNAPSHOTTER") {
+            Ok(s) if !s.is_empty() => s,
+            _ if overlay_supported(d) => "overlayfs".to_string(),
+            _ => "native".to_string(),
         };
         let p = |rel: &str| d.join(rel).display().to_string();
         let config = format!(
