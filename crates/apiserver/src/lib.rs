@@ -86,6 +86,11 @@ pub struct ApiServerConfig {
     pub authorization_mode: String,
     /// `--service-cluster-ip-range`.
     pub service_cluster_ip_range: String,
+    /// `--kubelet-certificate-authority`: verify kubelets' serving certificates against this
+    /// CA bundle (PEM). Unset, like upstream, they are not verified (kubelets serve with a
+    /// self-signed certificate by default); the apiserver still presents its client
+    /// certificate.
+    pub kubelet_certificate_authority: Option<PathBuf>,
     /// `--log-level` (`error`, `warn`, `info`, `debug`, `trace`).
     pub log_level: String,
     /// `--log-format` (`text` or `json`).
@@ -106,6 +111,7 @@ impl Default for ApiServerConfig {
             enable_bootstrap_token_auth: true,
             authorization_mode: "RBAC".into(),
             service_cluster_ip_range: "10.96.0.0/12".into(),
+            kubelet_certificate_authority: None,
             log_level: "info".into(),
             log_format: "text".into(),
         }
@@ -175,8 +181,18 @@ pub async fn run(cfg: ApiServerConfig) -> Result<(), StartError> {
         &["kubeadm:cluster-admins".to_string()],
         Duration::from_secs(365 * 24 * 3600),
     )?;
-    let kubelet_tls =
-        kumo_auth::tls::client_config(pki.ca_cert_pem().as_bytes(), Some(&kubelet_client))?;
+    let kubelet_tls = match &cfg.kubelet_certificate_authority {
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|e| {
+                StartError::Other(format!(
+                    "--kubelet-certificate-authority {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            kumo_auth::tls::client_config(&pem, Some(&kubelet_client))?
+        }
+        None => kumo_auth::tls::client_config_unverified_server(&kubelet_client)?,
+    };
 
     let store = storage::Store::connect(&cfg.etcd_servers)?;
     let cache = cache::Cache::new();

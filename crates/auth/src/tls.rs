@@ -71,3 +71,69 @@ pub fn client_config(ca_pem: &[u8], client: Option<&CertAndKey>) -> Result<rustl
         None => Ok(builder.with_no_client_auth()),
     }
 }
+
+/// Accepts any server certificate but still checks the handshake signatures: what upstream's
+/// apiserver does towards kubelets without `--kubelet-certificate-authority` (kubelets serve
+/// with a self-signed `kubelet.crt` by default). The apiserver still authenticates itself with
+/// its client certificate.
+#[derive(Debug)]
+struct AnyServerCert(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client configuration that presents `client` and does not verify the server's
+/// certificate (see [`AnyServerCert`]): the apiserver's kubelet client when no
+/// `--kubelet-certificate-authority` is given, like upstream.
+pub fn client_config_unverified_server(client: &CertAndKey) -> Result<rustls::ClientConfig> {
+    let provider = provider();
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_client_auth_cert(client.cert_chain_der()?, client.key_der()?)
+        .map_err(|e| Error::Tls(format!("client certificate: {e}")))
+}

@@ -202,6 +202,10 @@ struct ApiserverFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     service_cluster_ip_range: Option<String>,
+    /// CA bundle to verify kubelets' serving certificates with (default: not verified).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubelet_certificate_authority: Option<PathBuf>,
     /// Log level.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

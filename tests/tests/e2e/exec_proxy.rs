@@ -1,5 +1,6 @@
 //! `kubectl exec` through the apiserver's upgrade proxy, against a stand-in kubelet: a TLS
-//! server (certificate from the cluster CA) that accepts the WebSocket upgrade on
+//! server (self-signed, as kubelets serve by default; it checks the apiserver's client
+//! certificate against the cluster CA) that accepts the WebSocket upgrade on
 //! `/exec/{ns}/{pod}/{container}` and speaks the `v5.channel.k8s.io` stream protocol: it
 //! echoes stdin to stdout, reports the command it got, and ends with an exit status. The real
 //! kubelet's exec is tested where the kubelet lands; this checks what the apiserver adds:
@@ -22,19 +23,16 @@ struct Seen {
     client_users: Vec<String>,
 }
 
-/// A serving certificate for 127.0.0.1 signed by the cluster CA of `api`.
-fn kubelet_serving_cert(api: &ApiServerProc) -> kumo_auth::CertAndKey {
-    let ca_pem = std::fs::read_to_string(api.cert_dir.join("ca.crt")).expect("ca.crt");
-    let ca_key = std::fs::read_to_string(api.cert_dir.join("ca.key")).expect("ca.key");
-    let ca_key = rcgen::KeyPair::from_pem(&ca_key).expect("ca key");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+/// A self-signed serving certificate for 127.0.0.1, like a kubelet's default `kubelet.crt`
+/// (the apiserver does not verify kubelets without `--kubelet-certificate-authority`).
+fn kubelet_serving_cert() -> kumo_auth::CertAndKey {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "fake-kubelet");
+        .push(rcgen::DnType::CommonName, "fake-kubelet@1");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let cert = params.self_signed(&key).expect("self-sign");
     kumo_auth::CertAndKey {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -130,7 +128,7 @@ fn decode(s: &str) -> String {
 /// Starts the stand-in kubelet on a runtime of its own; returns its port.
 fn start_fake_kubelet(api: &ApiServerProc, seen: Arc<Mutex<Seen>>) -> u16 {
     let ca_pem = std::fs::read(api.cert_dir.join("ca.crt")).expect("ca.crt");
-    let serving = kubelet_serving_cert(api);
+    let serving = kubelet_serving_cert();
     let tls = kumo_auth::tls::server_config_with(&ca_pem, &serving).expect("tls config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
