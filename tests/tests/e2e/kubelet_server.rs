@@ -737,3 +737,135 @@ fn kubelet_api_authenticates_and_authorizes() {
     .expect("healthz");
     assert_eq!(r.body.trim(), "ok");
 }
+
+/// `kumo controller-manager` with the CSR and bootstrap-token controllers, as a child.
+struct ControllerManager(std::process::Child);
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn join(server: &str, token: &str, hash: &str, node: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(kumo_kubelet::bootstrap::join(
+            server, token, hash, node, dir,
+        ))
+}
+
+#[test]
+fn kubelet_join_with_a_bootstrap_token() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = ApiServerProc::start(StoreKind::Kumo, dir.path(), &[]).expect("apiserver");
+    let log = std::fs::File::create(dir.path().join("controller-manager.log")).expect("log");
+    let _cm = ControllerManager(
+        Command::new(kumo_tests::kumo_bin())
+            .arg("controller-manager")
+            .arg("--kubeconfig")
+            .arg(&api.kubeconfig)
+            .args(["--leader-elect", "false"])
+            .args(["--port", &kumo_tests::free_port().to_string()])
+            .args(["--controllers", "csrapproving,csrsigning,bootstrapsigner"])
+            .arg("--cluster-signing-cert-file")
+            .arg(api.cert_dir.join("ca.crt"))
+            .arg("--cluster-signing-key-file")
+            .arg(api.cert_dir.join("ca.key"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn controller-manager"),
+    );
+    let out = Command::new(kumo_tests::kumo_bin())
+        .args(["token", "create", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .args(["--ttl", "2h", "--print-join-command"])
+        .output()
+        .expect("kumo token create");
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let arg = |flag: &str| {
+        words
+            .iter()
+            .position(|w| *w == flag)
+            .and_then(|i| words.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| panic!("{flag} in {line}"))
+    };
+    let (server, token, hash) = (
+        arg("--server"),
+        arg("--bootstrap-token"),
+        arg("--ca-cert-hash"),
+    );
+
+    // A wrong pin is refused before any credential is requested.
+    let zero = format!("sha256:{}", "0".repeat(64));
+    let err = join(&server, &token, &zero, "join-node", &dir.path().join("bad"))
+        .expect_err("a wrong CA hash must fail");
+    assert!(
+        format!("{err:#}").contains("none of the public keys"),
+        "{err:#}"
+    );
+    assert!(!dir.path().join("bad").join("kubelet.conf").exists());
+    // A token the cluster does not know.
+    let err = join(
+        &server,
+        "aaaaaa.bbbbbbbbbbbbbbbb",
+        &hash,
+        "join-node",
+        &dir.path().join("bad"),
+    )
+    .expect_err("an unknown token must fail");
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
+
+    // The join: CSR auto-approved and signed, kubeconfig written.
+    let kdir = dir.path().join("kubelet");
+    let kubeconfig = join(&server, &token, &hash, "join-node", &kdir).expect("join");
+    assert_eq!(kubeconfig, kdir.join("kubelet.conf"));
+    let mode = std::fs::metadata(kdir.join("pki").join("kubelet-client.key"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = Command::new(kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["auth", "whoami", "-o", "json"])
+        .output()
+        .expect("kubectl auth whoami");
+    assert!(out.status.success(), "{out:?}");
+    let who: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:node:join-node"
+    );
+    assert!(
+        who["status"]["userInfo"]["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|x| x == "system:nodes")),
+        "{who}"
+    );
+    let csrs = |api: &ApiServerProc| {
+        kubectl_ok(api, &["get", "csr", "-o", "name"])
+            .lines()
+            .count()
+    };
+    let before = csrs(&api);
+    assert_eq!(before, 1);
+    // Joining again with valid credentials reuses them.
+    let again = join(&server, &token, &hash, "join-node", &kdir).expect("join again");
+    assert_eq!(again, kubeconfig);
+    assert_eq!(
+        csrs(&api),
+        before,
+        "no new CSR for a node that has credentials"
+    );
+}
