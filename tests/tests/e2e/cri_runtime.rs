@@ -408,9 +408,15 @@ async fn cri_runtime_httpd_pod_lifecycle() {
     names.sort();
     assert_eq!(names, vec!["graceful", "httpd"]);
 
-    // Reconnect after a containerd restart: the pod is adopted as it was and still serves.
-    drop(cri);
+    // containerd restarts under a connected client: the same client carries on (the kubelet
+    // keeps one for its lifetime), and a new client adopts the pod as it was.
     ctd.restart().await.expect("restart containerd");
+    let v = cri
+        .version()
+        .await
+        .expect("the old client after a containerd restart");
+    assert_eq!(v.name, "containerd");
+    drop(cri);
     let cri = CriRuntime::connect(&ctd.endpoint())
         .await
         .expect("reconnect");
