@@ -377,6 +377,25 @@ async fn cri_runtime_httpd_pod_lifecycle() {
         "exit status on the error channel: {status}"
     );
 
+    // attach and port-forward are streaming URLs too.
+    let attach = cri
+        .attach(
+            &web_id,
+            &ExecRequest {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("attach");
+    assert!(attach.starts_with("http://127.0.0.1:"), "{attach}");
+    let forward = cri
+        .port_forward(&sandbox_id, &[8080])
+        .await
+        .expect("port_forward");
+    assert!(forward.starts_with("http://127.0.0.1:"), "{forward}");
+
     let stats = cri.container_stats(&web_id).await.expect("stats");
     assert!(
         stats.memory_working_set_bytes.is_some_and(|b| b > 0),
