@@ -446,3 +446,107 @@ pub fn admit(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        let mut u = kumo_auth::UserInfo::new("system:bootstrap:abcdef", ["system:bootstrappers"]);
+        u.uid = "u1".into();
+        u
+    }
+
+    fn approved(reason: &str) -> Value {
+        json!({"type": "Approved", "status": "True", "reason": reason})
+    }
+
+    #[test]
+    fn create_takes_the_requester_and_clears_status() {
+        let mut new = json!({"spec": {"username": "mallory", "groups": ["system:masters"],
+            "extra": {"x": ["y"]}}, "status": {"conditions": [approved("x")]}});
+        let incoming = new.clone();
+        prepare(&user(), None, &incoming, &mut new, None);
+        assert_eq!(new["spec"]["username"], "system:bootstrap:abcdef");
+        assert_eq!(new["spec"]["uid"], "u1");
+        assert_eq!(
+            new["spec"]["groups"],
+            json!(["system:bootstrappers", "system:authenticated"])
+        );
+        assert!(new["spec"].get("extra").is_none());
+        assert_eq!(new["status"], json!({}));
+    }
+
+    #[test]
+    fn subresources_change_only_their_part() {
+        let old = json!({"spec": {"signerName": "a.io/b"},
+            "status": {"conditions": [{"type": "Failed", "status": "True"}]}});
+        // /approval: Approved may be added; Failed stays; spec and certificate do not move.
+        let incoming = json!({"spec": {"signerName": "evil.io/x"},
+            "status": {"certificate": "Zm9v", "conditions": [approved("ok")]}});
+        let mut new = incoming.clone();
+        new["status"] = old["status"].clone();
+        prepare(&user(), Some(&old), &incoming, &mut new, Some("approval"));
+        assert_eq!(new["spec"]["signerName"], "a.io/b");
+        assert!(new["status"].get("certificate").is_none());
+        let types: Vec<&str> = new["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(ctype)
+            .collect();
+        assert_eq!(types, ["Failed", "Approved"]);
+        assert!(new["status"]["conditions"][1]["lastUpdateTime"].is_string());
+        // /status: Approved cannot be slipped in; the stored one stays.
+        let old = json!({"spec": {"signerName": "a.io/b"},
+            "status": {"conditions": [approved("kept")]}});
+        let incoming = json!({"spec": {}, "status": {"certificate": "Zm9v", "conditions": []}});
+        let mut new = old.clone();
+        new["status"] = incoming["status"].clone();
+        prepare(&user(), Some(&old), &incoming, &mut new, Some("status"));
+        assert_eq!(new["status"]["certificate"], "Zm9v");
+        assert_eq!(new["status"]["conditions"][0]["reason"], "kept");
+    }
+
+    #[test]
+    fn validation_messages() {
+        let msgs = |old: Option<&Value>, new: &Value| -> Vec<String> {
+            validate(old, new)
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        };
+        let m = msgs(None, &json!({"spec": {"signerName": "x", "usages": []}}));
+        assert!(
+            m.contains(&"spec.request: Required value".to_string()),
+            "{m:?}"
+        );
+        assert!(
+            m.contains(&"spec.usages: Required value".to_string()),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|x| x.starts_with("spec.signerName: Invalid value")),
+            "{m:?}"
+        );
+        let both = json!({"status": {"conditions": [approved("a"),
+            {"type": "Denied", "status": "True"}]}});
+        let m = msgs(Some(&json!({})), &both);
+        assert!(m.iter().any(|x| x.contains("mutually exclusive")), "{m:?}");
+        let old = json!({"status": {"conditions": [approved("a")], "certificate": "Zm9v"}});
+        let m = msgs(Some(&old), &json!({"status": {"certificate": "YmFy"}}));
+        assert!(
+            m.iter()
+                .any(|x| x.contains("may not remove a condition of type \"Approved\"")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|x| x.contains("may not modify existing certificate content")),
+            "{m:?}"
+        );
+        assert!(signer_name_causes("example.com/my-signer").is_empty());
+        assert!(!signer_name_causes("kubernetes.io/legacy-unknown").is_empty());
+    }
+}
