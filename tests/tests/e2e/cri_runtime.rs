@@ -841,6 +841,9 @@ async fn cri_runtime_kumo_up_deployment() {
         |v| !v.is_empty(),
     );
     assert_eq!(last, "137");
+    // The first attempt's log stays readable as --previous.
+    let previous = kubectl_ok(&data, &["logs", "--previous", &pod]);
+    assert_eq!(previous.trim(), "serving");
     kubectl_ok(
         &data,
         &[
