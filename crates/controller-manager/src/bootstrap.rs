@@ -418,3 +418,50 @@ pub async fn delete_token(kubeconfig: &Path, id_or_token: &str) -> anyhow::Resul
     info!(id, "deleted bootstrap token");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_secret(expiration: Option<&str>, signing: bool) -> Secret {
+        let mut v = kumo_auth::bootstrap_token_secret(
+            "abcdef",
+            "0123456789abcdef",
+            None,
+            if signing {
+                &["signing", "authentication"]
+            } else {
+                &["authentication"]
+            },
+            &[],
+            "",
+        )
+        .expect("secret");
+        let mut s: Secret = serde_json::from_value(v.take()).expect("Secret");
+        if let Some(e) = expiration
+            && let Some(d) = s.data.as_mut()
+        {
+            d.insert(
+                "expiration".into(),
+                k8s_openapi::ByteString(e.as_bytes().to_vec()),
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn which_tokens_sign() {
+        let now: jiff::Timestamp = "2030-01-01T00:00:00Z".parse().expect("time");
+        assert_eq!(
+            signing_token(&token_secret(None, true), now),
+            Some(("abcdef".into(), "0123456789abcdef".into()))
+        );
+        assert!(signing_token(&token_secret(Some("2031-01-01T00:00:00Z"), true), now).is_some());
+        assert!(signing_token(&token_secret(Some("2029-01-01T00:00:00Z"), true), now).is_none());
+        assert!(signing_token(&token_secret(Some("soon"), true), now).is_none());
+        assert!(signing_token(&token_secret(None, false), now).is_none());
+        let mut renamed = token_secret(None, true);
+        renamed.metadata.name = Some("bootstrap-token-zzzzzz".into());
+        assert!(signing_token(&renamed, now).is_none());
+    }
+}
