@@ -859,6 +859,45 @@ async fn cri_runtime_kumo_up_deployment() {
     );
     assert_eq!(got.trim(), "hello from a cri pod");
 
+    // A failing exec liveness probe (run through CRI ExecSync) restarts the container.
+    let live = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "live", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "live",
+                "image": BUSYBOX_IMAGE,
+                "command": ["sh", "-c", "touch /tmp/healthy; exec sleep 3600"],
+                "livenessProbe": {
+                    "exec": {"command": ["test", "-f", "/tmp/healthy"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            }],
+        },
+    });
+    let path = tmp.path().join("live.json");
+    std::fs::write(&path, live.to_string()).expect("write manifest");
+    kubectl_ok(&data, &["apply", "-f", &path.display().to_string()]);
+    kubectl_ok(
+        &data,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/live",
+            "--timeout=120s",
+        ],
+    );
+    kubectl_ok(&data, &["exec", "live", "--", "rm", "/tmp/healthy"]);
+    wait_jsonpath(
+        &data,
+        &["pod", "live"],
+        "{.status.containerStatuses[0].restartCount}",
+        |v| v.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+
     // A memory limit is enforced: the hog ends OOMKilled.
     let hog = serde_json::json!({
         "apiVersion": "v1",
