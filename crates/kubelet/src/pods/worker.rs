@@ -73,7 +73,8 @@ pub struct Worker {
     volumes_synced: Option<Instant>,
     mount_error: Option<String>,
     start_time: Option<Time>,
-    last_status: Option<serde_json::Value>,
+    /// Hash of the last status written (not the JSON itself: thousands of hollow pods).
+    last_status: Option<u64>,
     admitted: Option<Result<(), (String, String)>>,
     terminal: bool,
     first_seen: Instant,
@@ -250,17 +251,18 @@ impl Worker {
         }
         loop {
             let pod = self.rx.borrow_and_update().clone();
+            // Boxed: keeps the idle worker's future (thousands with hollow nodes) small.
             let Some(pod) = pod else {
-                self.terminate(None, FORCE_GRACE).await;
+                Box::pin(self.terminate(None, FORCE_GRACE)).await;
                 return;
             };
             self.last_pod = Some(pod.clone());
             if pod.metadata.deletion_timestamp.is_some() {
-                self.terminate(Some(&pod), grace_of(&pod)).await;
+                Box::pin(self.terminate(Some(&pod), grace_of(&pod))).await;
                 return;
             }
             let started = Instant::now();
-            let next = self.sync(&pod).await;
+            let next = Box::pin(self.sync(&pod)).await;
             self.ctx
                 .shared
                 .metrics
@@ -1266,7 +1268,13 @@ impl Worker {
                 obj.entry(key).or_insert(serde_json::Value::Null);
             }
         }
-        if self.last_status.as_ref() == Some(&value) {
+        let hash = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            value.to_string().hash(&mut h);
+            h.finish()
+        };
+        if self.last_status == Some(hash) {
             return;
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -1280,7 +1288,7 @@ impl Worker {
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => self.last_status = Some(value),
+            Ok(_) => self.last_status = Some(hash),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
                 debug!(pod = %pod_key(pod), "pod is gone; status not written");
             }
