@@ -61,6 +61,22 @@ struct Env {
     runtime: ProcessRuntime,
 }
 
+/// Even when an assertion fails mid-test, no pod process outlives the test.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let rt = self.runtime.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = tokio_rt.block_on(rt.remove_all());
+            }
+        })
+        .join();
+    }
+}
+
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -826,4 +842,49 @@ async fn process_runtime_plain_process_fallback() {
     let id2 = run(&rt, &sandbox, &sb, &c2).await;
     assert_eq!(wait_exited(&rt, &id2).await.exit_code, Some(5));
     rt.remove_sandbox(&sandbox).await.expect("remove");
+}
+
+/// Deleting the runtime's state directory (`kumo delete`, a removed test directory) ends its
+/// pods instead of leaking them: the pause and monitor processes notice and clean up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runtime_deleted_state_dir_ends_pods() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let env = Env::new();
+    let rt = &env.runtime;
+    let sb = env.sandbox_config("orphan");
+    let sandbox = rt.run_sandbox(&sb).await.expect("run sandbox");
+    let id = run(
+        rt,
+        &sandbox,
+        &sb,
+        &env.container("orphan", "c", &["sleep", "inf"]),
+    )
+    .await;
+    let container_pid = env.container_pid(&id);
+    let pause: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            env.dir
+                .path()
+                .join("runtime/sandboxes")
+                .join(&sandbox)
+                .join("pause.json"),
+        )
+        .expect("pause.json"),
+    )
+    .expect("json");
+    let pause_pid = pause["pid"].as_i64().expect("pid");
+    std::fs::remove_dir_all(env.dir.path().join("runtime")).expect("rm");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for pid in [i64::from(container_pid), pause_pid] {
+        while Path::new(&format!("/proc/{pid}/stat")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(Instant::now() < deadline, "pid {pid} still running");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -30,9 +30,13 @@ impl Cgroups {
     /// hierarchy; otherwise the v1 controller mounts (a hybrid host's `unified` mount has no
     /// controllers and is ignored).
     pub fn detect() -> Cgroups {
-        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-            return Cgroups::None;
-        };
+        match fs::read_to_string("/proc/self/mountinfo") {
+            Ok(info) => Self::from_mountinfo(&info),
+            Err(_) => Cgroups::None,
+        }
+    }
+
+    fn from_mountinfo(info: &str) -> Cgroups {
         let mut v1 = Vec::new();
         let mut v2 = None;
         for line in info.lines() {
@@ -318,4 +322,64 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
             format!("write {value} to {}: {e}", path.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_v1_hybrid_and_v2() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        match Cgroups::from_mountinfo(hybrid) {
+            Cgroups::V1(m) => {
+                assert_eq!(
+                    m,
+                    vec![
+                        (
+                            "cpu".to_string(),
+                            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+                        ),
+                        (
+                            "cpuacct".to_string(),
+                            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+                        ),
+                        ("memory".to_string(), PathBuf::from("/sys/fs/cgroup/memory")),
+                        ("pids".to_string(), PathBuf::from("/sys/fs/cgroup/pids")),
+                    ]
+                );
+                // Co-mounted controllers share one directory.
+                let c = Cgroups::V1(m);
+                assert_eq!(c.dirs("kumo/x").len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+";
+        assert!(matches!(
+            Cgroups::from_mountinfo(unified),
+            Cgroups::V2(p) if p == Path::new("/sys/fs/cgroup")
+        ));
+        assert!(matches!(Cgroups::from_mountinfo(""), Cgroups::None));
+    }
+
+    #[test]
+    fn shares_and_keyed_files() {
+        assert_eq!(millis_to_shares(0), 2);
+        assert_eq!(millis_to_shares(100), 102);
+        assert_eq!(millis_to_shares(1000), 1024);
+        assert_eq!(
+            keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
+        assert_eq!(
+            keyed("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n", "oom_kill"),
+            Some(1)
+        );
+    }
 }

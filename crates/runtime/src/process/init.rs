@@ -152,9 +152,25 @@ fn pause(sdir: &Path) -> io::Result<u8> {
         }
     }
     fs::write(sdir.join("ready"), std::process::id().to_string())?;
-    loop {
-        nix::unistd::pause();
+    // Hold the namespaces until killed, or until the sandbox's state directory is deleted
+    // under us (`kumo delete`, a removed test directory): then nothing can ever stop this
+    // sandbox, so it goes by itself and takes its pod cgroup along.
+    while sdir.join("sandbox.json").exists() {
+        std::thread::sleep(std::time::Duration::from_secs(2));
     }
+    if let Some(rel) = &rec.cgroup {
+        let cgroups = Cgroups::detect();
+        // Out of the pod's cgroup first: a cgroup with a process in it cannot be removed.
+        let _ = cgroups.enter_self("");
+        for _ in 0..30 {
+            let _ = cgroups.remove(&format!("{rel}/pause"));
+            if cgroups.pids(rel).is_empty() && cgroups.remove(rel).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    Ok(0)
 }
 
 // ---------------------------------------------------------------- monitor
@@ -203,7 +219,14 @@ fn monitor(cdir: &Path) -> io::Result<u8> {
         }
     };
 
-    let status = pump(&mut child, &mut writer)?;
+    let status = pump(&mut child, &mut writer, cdir, &rec, &cgroups)?;
+    if !cdir.join("container.json").exists() {
+        // Our state directory was deleted: nobody is left to read an exit record.
+        if let Some(rel) = &rec.cgroup {
+            let _ = cgroups.remove(rel);
+        }
+        return Ok(0);
+    }
     let signal = status.signal();
     let mut exit_code = exit_code_of(status);
     let oom_killed = signal == Some(Signal::SIGKILL as i32)
@@ -232,7 +255,11 @@ fn monitor(cdir: &Path) -> io::Result<u8> {
 fn pump(
     child: &mut std::process::Child,
     writer: &mut CriLogWriter,
+    cdir: &Path,
+    rec: &ContainerRecord,
+    cgroups: &Cgroups,
 ) -> io::Result<std::process::ExitStatus> {
+    let mut last_check = std::time::Instant::now();
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
@@ -290,6 +317,22 @@ fn pump(
         }
         if exited.is_none() {
             exited = child.try_wait()?;
+            // A container whose state directory was deleted can never be stopped through the
+            // runtime again: end it rather than leak it.
+            if exited.is_none() && last_check.elapsed() > std::time::Duration::from_secs(2) {
+                last_check = std::time::Instant::now();
+                if !cdir.join("container.json").exists() {
+                    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    if !rec.isolated {
+                        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+                        let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
+                    }
+                    if let Some(rel) = &rec.cgroup {
+                        cgroups.kill_all(rel);
+                    }
+                }
+            }
         } else if !out_ready && !err_ready {
             writer.finish(Stream::Stdout)?;
             writer.finish(Stream::Stderr)?;
