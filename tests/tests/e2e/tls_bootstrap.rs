@@ -47,6 +47,23 @@ fn b64(s: &str) -> String {
     String::from_utf8(out.stdout).expect("utf8")
 }
 
+fn base64_decode(s: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("base64 -d");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(s.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("base64 -d").stdout
+}
+
 fn csr_yaml(name: &str, request_pem: &str, signer: &str, usages: &[&str], extra: &str) -> String {
     let usages: String = usages.iter().map(|u| format!("  - {u}\n")).collect();
     format!(
@@ -681,6 +698,90 @@ fn bootstrap_token_join() {
         (86400 - 600..=86400 + 600).contains(&(end - now)),
         "{}",
         end - now
+    );
+
+    let node_cred = [
+        format!("--client-certificate={}", crt.display()),
+        format!("--client-key={}", keyf.display()),
+    ];
+    let node_cred: Vec<&str> = node_cred.iter().map(String::as_str).collect();
+
+    // Renewal: the node asks for its own identity again (selfnodeclient), auto-approved.
+    let (pem, _) = make_csr("system:node:node-a", Some("system:nodes"));
+    let yaml = csr_yaml(
+        "node-csr-renew",
+        &pem,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "client auth"],
+        "",
+    );
+    let out = kubectl_as(&api, &node_cred, &["create", "-f", "-"], Some(&yaml));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csr = wait_for("the renewed certificate", Duration::from_secs(30), || {
+        let csr = get_json(&api, &["get", "csr", "node-csr-renew"]);
+        csr.pointer("/status/certificate").is_some().then_some(csr)
+    });
+    assert_eq!(csr["spec"]["username"], "system:node:node-a");
+
+    // A serving certificate: not auto-approved; once an admin approves, signed for its names
+    // with server auth.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["node-a.example".to_string(), "127.0.0.1".to_string()])
+            .expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "system:node:node-a");
+    let pem = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let yaml = csr_yaml(
+        "node-serving-a",
+        &pem,
+        "kubernetes.io/kubelet-serving",
+        &["digital signature", "key encipherment", "server auth"],
+        "",
+    );
+    let out = kubectl_as(&api, &node_cred, &["create", "-f", "-"], Some(&yaml));
+    assert!(out.status.success(), "{}", stderr(&out));
+    admin_ok(&api, &["certificate", "approve", "node-serving-a"], None);
+    let csr = wait_for("the serving certificate", Duration::from_secs(30), || {
+        let csr = get_json(&api, &["get", "csr", "node-serving-a"]);
+        csr.pointer("/status/certificate").is_some().then_some(csr)
+    });
+    // Approved by the admin, not by the auto-approver (which never approves serving requests).
+    let reasons: Vec<&str> = csr["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter(|c| c["type"] == "Approved")
+        .filter_map(|c| c["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["KubectlApprove"], "{csr}");
+    let serving = dir.path().join("serving.crt");
+    std::fs::write(
+        &serving,
+        base64_decode(csr["status"]["certificate"].as_str().expect("cert")),
+    )
+    .expect("write");
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&serving)
+        .output()
+        .expect("openssl");
+    let text = stdout(&out);
+    assert!(
+        text.contains("TLS Web Server Authentication")
+            && !text.contains("TLS Web Client Authentication")
+            && text.contains("DNS:node-a.example")
+            && text.contains("IP Address:127.0.0.1"),
+        "{text}"
     );
 
     // A request for someone else's identity is not auto-approved (and so never signed).
