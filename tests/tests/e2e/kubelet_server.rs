@@ -72,6 +72,8 @@ impl PodDirectory for Table {
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"namespace": ns, "name": name},
                     "spec": {"nodeName": NODE, "containers": []},
+                    // Port forwarding dials the pod IP: the test's servers are local.
+                    "status": {"podIP": "127.0.0.1"},
                 }))
                 .expect("pod")
             })
@@ -868,4 +870,66 @@ fn kubelet_join_with_a_bootstrap_token() {
         before,
         "no new CSR for a node that has credentials"
     );
+}
+
+/// A TCP server that answers each line with `echo: <line>`.
+fn echo_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone");
+                for line in BufReader::new(conn).lines() {
+                    let Ok(line) = line else { break };
+                    if writeln!(w, "echo: {line}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `kubectl port-forward` (1.33 tunnels SPDY in a WebSocket, 1.28 upgrades to SPDY) to a
+/// pod port, through the apiserver and the kubelet.
+#[test]
+fn kubectl_port_forward_through_the_kubelet_api() {
+    let f = fixture();
+    let remote = echo_server();
+    for version in ["1.33", "1.28"] {
+        let local = kumo_tests::free_port();
+        let mut child = Command::new(kubectl_bin(version))
+            .arg("--kubeconfig")
+            .arg(&f.api.kubeconfig)
+            .args(["port-forward", "pod/web", &format!("{local}:{remote}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        assert!(
+            line.starts_with("Forwarding from 127.0.0.1:"),
+            "{version}: {line}"
+        );
+        // Two connections one after the other, each with two round trips.
+        for i in 0..2 {
+            let conn = std::net::TcpStream::connect(("127.0.0.1", local)).expect("connect");
+            let mut w = conn.try_clone().expect("clone");
+            let mut r = BufReader::new(conn);
+            for j in 0..2 {
+                writeln!(w, "hello {i}.{j} via {version}").expect("write");
+                let mut got = String::new();
+                r.read_line(&mut got).expect("read");
+                assert_eq!(got, format!("echo: hello {i}.{j} via {version}\n"));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -14,6 +14,7 @@ mod auth;
 mod cert;
 mod exec;
 mod logs;
+mod portforward;
 mod spdy;
 
 use std::convert::Infallible;
@@ -249,10 +250,10 @@ async fn handle(
             StatusCode::BAD_REQUEST,
             "attach is not supported by this kubelet's container runtime",
         ),
-        (_, ["portForward", ..]) => text(
-            StatusCode::BAD_REQUEST,
-            "port forwarding is not supported by this kubelet",
-        ),
+        (_, ["portForward", ns, pod] | ["portForward", ns, pod, _]) => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            portforward::port_forward(state, &ns, &pod, req).await
+        }
         (_, ["containerLogs", ..] | ["exec", ..]) => {
             text(StatusCode::BAD_REQUEST, "Missing container name.")
         }

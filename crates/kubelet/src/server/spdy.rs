@@ -35,14 +35,14 @@ use super::{Body, full, text};
 /// SPDY/3's header compression dictionary.
 const DICTIONARY: &[u8] = include_bytes!("spdy3_dictionary.bin");
 
-const SYN_STREAM: u16 = 1;
-const SYN_REPLY: u16 = 2;
-const RST_STREAM: u16 = 3;
-const PING: u16 = 6;
-const GOAWAY: u16 = 7;
-const FLAG_FIN: u8 = 0x01;
+pub(crate) const SYN_STREAM: u16 = 1;
+pub(crate) const SYN_REPLY: u16 = 2;
+pub(crate) const RST_STREAM: u16 = 3;
+pub(crate) const PING: u16 = 6;
+pub(crate) const GOAWAY: u16 = 7;
+pub(crate) const FLAG_FIN: u8 = 0x01;
 /// Largest frame accepted from a client (the protocol allows 16 MiB).
-const MAX_FRAME: usize = 1 << 24;
+pub(crate) const MAX_FRAME: usize = 1 << 24;
 
 /// `X-Stream-Protocol-Version`s served, best first.
 const PROTOCOLS: &[&str] = &[
@@ -260,7 +260,7 @@ pub(crate) fn decode_headers(b: &[u8]) -> Option<HashMap<String, String>> {
     Some(out)
 }
 
-fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(8 + payload.len());
     f.extend_from_slice(&(0x8000u16 | 3).to_be_bytes());
     f.extend_from_slice(&kind.to_be_bytes());
@@ -271,13 +271,72 @@ fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn data_frame(stream: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn data_frame(stream: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(8 + payload.len());
     f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
     f.push(flags);
     f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
     f.extend_from_slice(payload);
     f
+}
+
+/// One frame read from a SPDY connection.
+pub(crate) enum Frame {
+    Control {
+        kind: u16,
+        payload: Vec<u8>,
+    },
+    Data {
+        stream: u32,
+        flags: u8,
+        payload: Vec<u8>,
+    },
+}
+
+/// Reads the next frame; `None` at the end of the connection or on an oversize frame.
+pub(crate) async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> Option<Frame> {
+    let mut head = [0u8; 8];
+    rd.read_exact(&mut head).await.ok()?;
+    let flags = head[4];
+    let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
+    if len > MAX_FRAME {
+        return None;
+    }
+    let mut payload = vec![0u8; len];
+    rd.read_exact(&mut payload).await.ok()?;
+    Some(if head[0] & 0x80 != 0 {
+        Frame::Control {
+            kind: u16::from_be_bytes([head[2], head[3]]),
+            payload,
+        }
+    } else {
+        Frame::Data {
+            stream: u32::from_be_bytes([head[0], head[1], head[2], head[3]]) & 0x7fff_ffff,
+            flags,
+            payload,
+        }
+    })
+}
+
+/// Writes queued frames to `wr`, flushing whenever the queue runs dry (TLS buffers until
+/// flushed); ends when every sender is gone.
+pub(crate) fn spawn_writer<W>(mut wr: W) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let task = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                break;
+            }
+            if rx.is_empty() && wr.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    (tx, task)
 }
 
 /// The channels a session needs before it starts (upstream's `waitStreamReply` set).
