@@ -192,6 +192,11 @@ pub async fn serve(
     name: &str,
     sub: &str,
 ) -> Result<Response<Body>, ApiError> {
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let method: &Method = &parts.method;
     let headers: &HeaderMap = &parts.headers;
