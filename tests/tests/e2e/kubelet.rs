@@ -653,7 +653,7 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
     let script = "echo GREETING=$GREETING PASS=$PASS POD=$POD_NAME NODE=$NODE MEM=$MEM COMBO=$COMBO CFG_color=$CFG_color ARG=$1; \
                   echo FILE=$(cat /etc/cfg/greeting) SECFILE=$(cat /etc/sec/password) LABELS=$(cat /etc/pod/labels) NS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); \
                   test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo TOKEN=present; \
-                  echo data > /data/x && echo EMPTYDIR=$(cat /data/x); \
+                  echo data > /data/x && echo EMPTYDIR=$(cat /data/x) INIT=$(cat /data/init); \
                   while true; do echo NOW=$(cat /etc/cfg/greeting); sleep 1; done";
     c.apply(
         "app",
@@ -663,6 +663,12 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
             "spec": {
                 "nodeName": node,
                 "terminationGracePeriodSeconds": 5,
+                "initContainers": [
+                    {"name": "init1", "image": "busybox:latest", "command": ["sh", "-c", "echo one > /data/init"],
+                     "volumeMounts": [{"name": "scratch", "mountPath": "/data"}]},
+                    {"name": "init2", "image": "busybox:latest", "command": ["sh", "-c", "echo two >> /data/init"],
+                     "volumeMounts": [{"name": "scratch", "mountPath": "/data"}]}
+                ],
                 "containers": [{
                     "name": "c", "image": "busybox:latest",
                     "command": ["sh", "-c", script, "sh", "$(GREETING)-arg"],
@@ -708,6 +714,17 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    for s in app["status"]["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(s["state"]["terminated"]["reason"], "Completed", "{app}");
+    }
+    assert_eq!(
+        condition(&app, "Initialized").expect("Initialized")["status"],
+        "True"
+    );
     for want in [
         "GREETING=hello",
         "PASS=s3cret",
@@ -722,7 +739,7 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         "LABELS=app=\"demo\"",
         "NS=default",
         "TOKEN=present",
-        "EMPTYDIR=data",
+        "EMPTYDIR=data INIT=one two",
     ] {
         assert!(
             log.contains(want),
@@ -851,6 +868,26 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
     });
 
+    // A memory limit is enforced: the container is OOM-killed and the pod fails.
+    c.apply(
+        "oom",
+        pod(
+            "oom",
+            node,
+            json!({"restartPolicy": "Never", "containers": [{
+                "name": "c", "image": "busybox:latest", "command": ["tail", "/dev/zero"],
+                "resources": {"limits": {"memory": "32Mi"}}
+            }]}),
+            json!({}),
+        ),
+    );
+    let oom = c.wait_for("pod/oom", &kubelet, "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let t = &oom["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{oom}");
+    assert_eq!(t["exitCode"], 137, "{oom}");
+
     // Graceful deletion stops the processes and removes the object.
     c.ok(&[
         "delete",
@@ -859,6 +896,7 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         "web",
         "crash",
         "noimg",
+        "oom",
         "--timeout=60s",
     ]);
     let (_, out) = c.kubectl(&["get", "pods"]);
