@@ -933,3 +933,126 @@ fn kubectl_port_forward_through_the_kubelet_api() {
         let _ = child.wait();
     }
 }
+
+/// Runs `path` on the kubelet over a raw WebSocket offering `protocol` (as the admin, with
+/// its client certificate); returns the negotiated protocol and every message received.
+fn ws_exec(
+    api: &ApiServerProc,
+    port: u16,
+    path: &str,
+    protocol: &str,
+) -> (String, Vec<tokio_tungstenite::tungstenite::Message>) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ca = std::fs::read(api.cert_dir.join("ca.crt")).expect("ca.crt");
+    let admin = kumo_auth::CertAndKey {
+        cert_pem: std::fs::read_to_string(api.cert_dir.join("admin.crt")).expect("admin.crt"),
+        key_pem: std::fs::read_to_string(api.cert_dir.join("admin.key")).expect("admin.key"),
+    };
+    let cfg = kumo_auth::tls::client_config(&ca, Some(&admin)).expect("client config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .expect("tls");
+        let mut req = format!("wss://127.0.0.1:{port}{path}")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().expect("header"));
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .expect("websocket handshake");
+        let negotiated = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut got = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            let close = m.is_close();
+            got.push(m);
+            if close {
+                break;
+            }
+        }
+        (negotiated, got)
+    })
+}
+
+/// The WebSocket channel protocols byte for byte, straight to the kubelet: the base64
+/// variant of v4 and the v1 `channel.k8s.io` (error text instead of a Status).
+#[test]
+fn exec_websocket_protocol_variants() {
+    use tokio_tungstenite::tungstenite::Message;
+    let f = fixture();
+    let path = "/exec/default/web/c?command=sh&command=-c&command=echo%20hi%3B%20exit%207&output=1&error=1";
+    let (proto, msgs) = ws_exec(&f.api, f.port, path, "v4.base64.channel.k8s.io");
+    assert_eq!(proto, "v4.base64.channel.k8s.io");
+    let texts: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Text(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect();
+    // "1" = the empty stdout announcement, then "hi\n", then the status on channel 3.
+    assert_eq!(
+        texts[..2],
+        ["1".to_string(), "1aGkK".to_string()],
+        "{texts:?}"
+    );
+    let status = texts[2].strip_prefix('3').expect("error channel");
+    let status: serde_json::Value =
+        serde_json::from_slice(&base64_decode(status)).expect("status json");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(
+        status["details"]["causes"][0],
+        serde_json::json!({"reason": "ExitCode", "message": "7"})
+    );
+    assert!(msgs.last().is_some_and(Message::is_close), "{msgs:?}");
+
+    let (proto, msgs) = ws_exec(&f.api, f.port, path, "channel.k8s.io");
+    assert_eq!(proto, "channel.k8s.io");
+    let bins: Vec<Vec<u8>> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Binary(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bins[0], [1u8]);
+    assert_eq!(bins[1], b"\x01hi\n");
+    assert_eq!(bins[2][0], 3);
+    assert!(
+        String::from_utf8_lossy(&bins[2][1..]).contains("exit code 7"),
+        "{bins:?}"
+    );
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = A.iter().position(|a| *a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
