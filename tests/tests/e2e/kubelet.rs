@@ -902,3 +902,95 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
     let (_, out) = c.kubectl(&["get", "pods"]);
     assert!(out.contains("No resources found"), "{out}");
 }
+
+#[test]
+fn cri_kubelet_runs_pods_on_containerd() {
+    const TEST: &str = "cri_kubelet_runs_pods_on_containerd";
+    if !kumo_tests::containerd::Containerd::require(TEST) {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let ctd = rt
+        .block_on(kumo_tests::containerd::Containerd::start())
+        .expect("start containerd");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let api = ApiServerProc::start(StoreKind::Kumo, dir, &[]).expect("apiserver");
+    let node = "cri-a";
+    let endpoint = ctd.endpoint();
+    let port = kumo_tests::free_port().to_string();
+    let kubelet = KubeletProc::start(
+        &api,
+        dir,
+        node,
+        &[
+            "--container-runtime",
+            "cri",
+            "--container-runtime-endpoint",
+            &endpoint,
+            "--port",
+            &port,
+        ],
+    );
+    let c = Cluster { api: &api, dir };
+    let n = c.wait_for(&format!("node/{node}"), &kubelet, "Ready=True", |n| {
+        condition(n, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    assert!(
+        n["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("containerd://")),
+        "{n}"
+    );
+    c.wait_for("serviceaccount/default", &kubelet, "default SA", |_| true);
+    c.ok(&[
+        "create",
+        "configmap",
+        "web-cfg",
+        "--from-literal=msg=hi-from-cm",
+    ]);
+    c.apply(
+        "web",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{
+                    "name": "web", "image": kumo_tests::containerd::BUSYBOX_IMAGE,
+                    "command": ["sh", "-c", "echo MSG=$MSG FILE=$(cat /cfg/msg); mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                    "env": [{"name": "MSG", "valueFrom": {"configMapKeyRef": {"name": "web-cfg", "key": "msg"}}}],
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+                    "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 2},
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]
+                }],
+                "volumes": [{"name": "cfg", "configMap": {"name": "web-cfg"}}]
+            }
+        }),
+    );
+    let web = c.wait_for("pod/web", &kubelet, "Running and Ready", |p| {
+        condition(p, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    let cs = &web["status"]["containerStatuses"][0];
+    assert!(
+        cs["containerID"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("containerd://")),
+        "{web}"
+    );
+    assert!(
+        web["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.89.")),
+        "{web}"
+    );
+    let logs = c.ok(&["logs", "web"]);
+    assert!(logs.contains("MSG=hi-from-cm FILE=hi-from-cm"), "{logs}");
+    c.ok(&["delete", "pod", "web", "--timeout=60s"]);
+    let (found, out) = c.kubectl(&["get", "pod", "web"]);
+    assert!(!found && out.contains("NotFound"), "{out}");
+    drop(kubelet);
+    drop(ctd);
+}
