@@ -707,6 +707,29 @@ async fn process_runtime_exit_codes_stop_oom_and_start_errors() {
     wait_exited(rt, &user_id).await;
     assert!(log_records(&user.log_path).contains(&("stdout".into(), "F".into(), "65534".into())));
 
+    // Monitor and container both killed (as by a reboot or an OOM kill of the monitor): the
+    // status is Unknown/255, and stays the same on every query.
+    let lost = run(
+        rt,
+        &sandbox,
+        &sb,
+        &env.container("jobs", "lost", &["sleep", "inf"]),
+    )
+    .await;
+    let monitor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.state_file(&lost, "monitor.json")).expect("monitor.json"),
+    )
+    .expect("json");
+    nix_kill(monitor["pid"].as_i64().expect("pid") as i32, 9);
+    nix_kill(env.container_pid(&lost), 9);
+    let first = wait_exited(rt, &lost).await;
+    assert_eq!(
+        (first.exit_code, first.reason.as_deref()),
+        (Some(255), Some("Unknown"))
+    );
+    let again = rt.container_status(&lost).await.expect("status");
+    assert_eq!(again.finished_at, first.finished_at);
+
     rt.remove_sandbox(&sandbox).await.expect("remove sandbox");
 }
 

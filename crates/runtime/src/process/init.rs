@@ -179,6 +179,9 @@ fn monitor(cdir: &Path) -> io::Result<u8> {
     // No signal blocking here: a blocked mask would be inherited by the container. The
     // monitor has its own process group, so terminal/group signals aimed at the kubelet miss it.
     let rec: ContainerRecord = read_json(&cdir.join("container.json"))?;
+    if let Some(me) = ProcState::of(std::process::id() as i32) {
+        write_json(&cdir.join("monitor.json"), &me)?;
+    }
     if let Some(parent) = rec.log_path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -213,6 +216,7 @@ fn monitor(cdir: &Path) -> io::Result<u8> {
                 oom_killed: false,
                 finished_at: jiff::Timestamp::now(),
                 start_error: Some(e.to_string()),
+                unknown: false,
             };
             write_json(&cdir.join("exit.json"), &exit)?;
             return Ok(0);
@@ -244,6 +248,7 @@ fn monitor(cdir: &Path) -> io::Result<u8> {
         oom_killed,
         finished_at: jiff::Timestamp::now(),
         start_error,
+        unknown: false,
     };
     write_json(&cdir.join("exit.json"), &exit)?;
     Ok(0)

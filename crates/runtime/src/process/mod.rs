@@ -98,6 +98,8 @@ struct Inner {
     cgroups: Cgroups,
     network: Option<Network>,
     host_ip: String,
+    /// Container id → sandbox id (see `containers_of`).
+    index: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl ProcessRuntime {
@@ -160,6 +162,7 @@ impl ProcessRuntime {
                     .network_state_dir
                     .unwrap_or_else(|| PathBuf::from("/var/lib/kumo/network")),
                 helper: helper.clone(),
+                bridge_ready: Default::default(),
             })
         } else {
             if isolated {
@@ -186,6 +189,7 @@ impl ProcessRuntime {
                 cgroups,
                 network,
                 host_ip,
+                index: Default::default(),
             }),
         })
     }
@@ -229,6 +233,31 @@ impl ProcessRuntime {
             Some(r) => Ok((dir, r)),
             None => Err(RuntimeError::NotFound(format!("container {id}"))),
         }
+    }
+
+    /// Ids of the containers of one sandbox. The container → sandbox map is kept in memory
+    /// (a container never changes sandbox) and refreshed from the directory listing, so the
+    /// kubelet's relists read only the records of the pod asked about.
+    fn containers_of(&self, sandbox_id: &str) -> Result<Vec<String>> {
+        let ids: std::collections::HashSet<String> = self.container_ids()?.into_iter().collect();
+        let mut index = self
+            .inner
+            .index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        index.retain(|cid, _| ids.contains(cid));
+        for cid in ids {
+            if !index.contains_key(&cid)
+                && let Ok((_, rec)) = self.container_record(&cid)
+            {
+                index.insert(cid, rec.sandbox_id);
+            }
+        }
+        Ok(index
+            .iter()
+            .filter(|(_, s)| s.as_str() == sandbox_id)
+            .map(|(c, _)| c.clone())
+            .collect())
     }
 
     fn container_ids(&self) -> Result<Vec<String>> {
@@ -300,9 +329,13 @@ impl ProcessRuntime {
         }
     }
 
-    fn status_of(&self, dir: &Path, rec: &ContainerRecord) -> Result<ContainerStatus> {
-        let exit = read_json_opt::<ExitRecord>(&dir.join("exit.json"))?;
+    async fn status_of(&self, dir: &Path, rec: &ContainerRecord) -> Result<ContainerStatus> {
+        let mut exit = read_json_opt::<ExitRecord>(&dir.join("exit.json"))?;
         let started = read_json_opt::<ProcState>(&dir.join("started.json"))?;
+        let running = started.is_some_and(|s| s.alive());
+        if exit.is_none() && started.is_some() && !running {
+            exit = Some(self.vanished(dir).await?);
+        }
         let mut st = ContainerStatus {
             id: rec.id.clone(),
             name: rec.name.clone(),
@@ -318,44 +351,61 @@ impl ProcessRuntime {
             image_id: rec.image_id.clone(),
             log_path: rec.log_path.clone(),
         };
-        match (exit, started) {
-            (Some(exit), _) => {
-                st.state = ContainerState::Exited;
-                st.finished_at = Some(exit.finished_at);
-                st.exit_code = Some(exit.exit_code);
-                let reason = if exit.start_error.is_some() {
-                    "StartError"
-                } else if exit.oom_killed {
-                    "OOMKilled"
-                } else if exit.exit_code == 0 {
-                    "Completed"
-                } else {
-                    "Error"
-                };
-                st.reason = Some(reason.to_string());
-                st.message = exit.start_error;
-            }
-            (None, Some(started)) if started.alive() => st.state = ContainerState::Running,
-            (None, Some(_)) => {
-                // The monitor may be writing the record right now.
-                std::thread::sleep(Duration::from_millis(50));
-                if let Some(exit) = read_json_opt::<ExitRecord>(&dir.join("exit.json"))? {
-                    let _ = exit;
-                    return self.status_of(dir, rec);
-                }
-                st.state = ContainerState::Exited;
-                st.exit_code = Some(UNKNOWN_EXIT_CODE);
-                st.finished_at = fs::metadata(dir.join("started.json"))
-                    .ok()
-                    .map(|_| jiff::Timestamp::now());
-                st.reason = Some("Unknown".to_string());
-                st.message = Some(
-                    "the container's process is gone and no exit status was recorded".to_string(),
-                );
-            }
-            (None, None) => {}
+        if let Some(exit) = exit {
+            st.state = ContainerState::Exited;
+            st.finished_at = Some(exit.finished_at);
+            st.exit_code = Some(exit.exit_code);
+            let reason = if exit.unknown {
+                "Unknown"
+            } else if exit.start_error.is_some() {
+                "StartError"
+            } else if exit.oom_killed {
+                "OOMKilled"
+            } else if exit.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            st.reason = Some(reason.to_string());
+            st.message = if exit.unknown {
+                Some("the container's process and its monitor are gone and no exit status was recorded".to_string())
+            } else {
+                exit.start_error
+            };
+        } else if running {
+            st.state = ContainerState::Running;
         }
         Ok(st)
+    }
+
+    /// The container's process is gone and there is no exit record: either its monitor is
+    /// about to write one (wait for it), or the monitor is gone too (killed, node rebooted) and
+    /// the status is unknown for good — recorded once so it stays the same on every query.
+    async fn vanished(&self, dir: &Path) -> Result<ExitRecord> {
+        let monitor = read_json_opt::<ProcState>(&dir.join("monitor.json"))?;
+        if monitor.is_some_and(|m| m.alive()) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Some(e) = read_json_opt::<ExitRecord>(&dir.join("exit.json"))? {
+                    return Ok(e);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else if let Some(e) = read_json_opt::<ExitRecord>(&dir.join("exit.json"))? {
+            return Ok(e);
+        }
+        let exit = ExitRecord {
+            exit_code: UNKNOWN_EXIT_CODE,
+            signal: None,
+            oom_killed: false,
+            finished_at: jiff::Timestamp::now(),
+            start_error: None,
+            unknown: true,
+        };
+        if !monitor.is_some_and(|m| m.alive()) {
+            write_json(&dir.join("exit.json"), &exit)?;
+        }
+        Ok(exit)
     }
 }
 
@@ -523,12 +573,8 @@ impl Runtime for ProcessRuntime {
 
     async fn stop_sandbox(&self, sandbox_id: &str) -> Result<()> {
         let (dir, rec) = self.sandbox_record(sandbox_id)?;
-        for cid in self.container_ids()? {
-            if let Ok((_, c)) = self.container_record(&cid)
-                && c.sandbox_id == sandbox_id
-            {
-                self.stop_container(&cid, Duration::ZERO).await?;
-            }
+        for cid in self.containers_of(sandbox_id)? {
+            self.stop_container(&cid, Duration::ZERO).await?;
         }
         if let Ok(Some(pause)) = read_json_opt::<ProcState>(&dir.join("pause.json"))
             && pause.alive()
@@ -561,12 +607,8 @@ impl Runtime for ProcessRuntime {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        for cid in self.container_ids()? {
-            if let Ok((_, c)) = self.container_record(&cid)
-                && c.sandbox_id == sandbox_id
-            {
-                self.remove_container(&cid).await?;
-            }
+        for cid in self.containers_of(sandbox_id)? {
+            self.remove_container(&cid).await?;
         }
         if let Ok((_, rec)) = self.sandbox_record(sandbox_id)
             && let Some(rel) = &rec.cgroup
@@ -729,6 +771,7 @@ impl Runtime for ProcessRuntime {
                     oom_killed: false,
                     finished_at: jiff::Timestamp::now(),
                     start_error: Some(format!("container monitor failed: {}", log.trim())),
+                    unknown: false,
                 };
                 write_json(&dir.join("exit.json"), &exit)?;
                 return Err(RuntimeError::Other(format!(
@@ -806,16 +849,14 @@ impl Runtime for ProcessRuntime {
 
     async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
         let (dir, rec) = self.container_record(container_id)?;
-        self.status_of(&dir, &rec)
+        self.status_of(&dir, &rec).await
     }
 
     async fn list_containers(&self, sandbox_id: &str) -> Result<Vec<ContainerStatus>> {
         let mut out = Vec::new();
-        for cid in self.container_ids()? {
-            if let Ok((dir, rec)) = self.container_record(&cid)
-                && rec.sandbox_id == sandbox_id
-            {
-                out.push(self.status_of(&dir, &rec)?);
+        for cid in self.containers_of(sandbox_id)? {
+            if let Ok((dir, rec)) = self.container_record(&cid) {
+                out.push(self.status_of(&dir, &rec).await?);
             }
         }
         out.sort_by_key(|c| (c.name.clone(), c.attempt));

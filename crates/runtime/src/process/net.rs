@@ -24,6 +24,9 @@ pub struct Network {
     pub state_dir: PathBuf,
     /// The `kumo` binary (for `runtime-init nsexec`).
     pub helper: PathBuf,
+    /// Set once the bridge was seen set up, so pod starts skip three `ip` runs; cleared
+    /// when an attach fails (someone may have deleted the bridge).
+    pub bridge_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Network {
@@ -64,43 +67,40 @@ impl Network {
         owner: &Path,
         pid: i32,
     ) -> io::Result<(String, String)> {
-        self.ensure_bridge().await?;
+        use std::sync::atomic::Ordering;
+        if !self.bridge_ready.load(Ordering::SeqCst) {
+            self.ensure_bridge().await?;
+            self.bridge_ready.store(true, Ordering::SeqCst);
+        }
         let addr = self.allocate(owner)?;
         let veth = veth_name(sandbox_id);
         let result = async {
-            let _ = ip(&["link", "del", &veth]).await;
-            ip(&[
-                "link",
-                "add",
-                &veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &pid.to_string(),
-            ])
-            .await?;
+            let pid_s = pid.to_string();
+            let add = [
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
+            ];
+            if let Err(e) = ip(&add).await {
+                if !e.to_string().contains("exists") {
+                    return Err(e);
+                }
+                // A leftover from a crashed start of the same sandbox id.
+                ip(&["link", "del", &veth]).await?;
+                ip(&add).await?;
+            }
             ip(&["link", "set", &veth, "master", BRIDGE, "up"]).await?;
-            let ns = format!("/proc/{pid}/ns/net");
-            self.ip_in(
-                &ns,
-                &["addr", "add", &format!("{addr}/{PREFIX}"), "dev", "eth0"],
+            self.ip_batch_in(
+                &format!("/proc/{pid}/ns/net"),
+                &format!(
+                    "addr add {addr}/{PREFIX} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n"
+                ),
             )
-            .await?;
-            self.ip_in(&ns, &["link", "set", "eth0", "up"]).await?;
-            self.ip_in(
-                &ns,
-                &["route", "add", "default", "via", &GATEWAY.to_string()],
-            )
-            .await?;
-            Ok::<(), io::Error>(())
+            .await
         }
         .await;
         match result {
             Ok(()) => Ok((addr.to_string(), veth)),
             Err(e) => {
+                self.bridge_ready.store(false, Ordering::SeqCst);
                 let _ = ip(&["link", "del", &veth]).await;
                 self.release(&addr.to_string(), owner);
                 Err(e)
@@ -118,21 +118,28 @@ impl Network {
         }
     }
 
-    async fn ip_in(&self, netns: &str, args: &[&str]) -> io::Result<()> {
-        let out = Command::new(&self.helper)
-            .arg("runtime-init")
+    /// Runs `ip -batch -` inside a network namespace (one helper process for all commands).
+    async fn ip_batch_in(&self, netns: &str, batch: &str) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = Command::new(&self.helper)
+            .arg(super::SUBCOMMAND)
             .arg("nsexec")
             .arg(netns)
-            .arg("ip")
-            .args(args)
-            .output()
-            .await?;
+            .args(["ip", "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(batch.as_bytes()).await?;
+        }
+        let out = child.wait_with_output().await?;
         if out.status.success() {
             Ok(())
         } else {
             Err(io::Error::other(format!(
-                "ip {} (in {netns}): {}",
-                args.join(" "),
+                "ip -batch in {netns} ({}): {}",
+                batch.trim().replace('\n', "; "),
                 String::from_utf8_lossy(&out.stderr).trim()
             )))
         }

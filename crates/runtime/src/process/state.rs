@@ -166,6 +166,10 @@ pub struct ExitRecord {
     pub finished_at: jiff::Timestamp,
     /// Set when the command never ran (not found, bad mount …): CRI's `StartError`.
     pub start_error: Option<String>,
+    /// Written by the runtime, not the monitor: the process vanished with its monitor and no
+    /// status was recorded (containerd's `Unknown`, exit code 255).
+    #[serde(default)]
+    pub unknown: bool,
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
