@@ -126,6 +126,9 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 cfg.data_dir.join("pki").display().to_string(),
                 "--admin-kubeconfig".into(),
                 cfg.kubeconfig().display().to_string(),
+                // Local kubelets serve certificates from the cluster CA: verify them.
+                "--kubelet-certificate-authority".into(),
+                cfg.pki_dir().join("ca.crt").display().to_string(),
             ],
             log: cfg.data_dir.join("logs").join("apiserver.log"),
             needs: None,
@@ -138,6 +141,11 @@ pub fn plan(cfg: &UpConfig) -> Vec<Component> {
                 cfg.kubeconfig().display().to_string(),
                 "--port".into(),
                 "0".into(),
+                // csrsigning: kubelets joining with a bootstrap token get node certificates.
+                "--cluster-signing-cert-file".into(),
+                cfg.pki_dir().join("ca.crt").display().to_string(),
+                "--cluster-signing-key-file".into(),
+                cfg.pki_dir().join("ca.key").display().to_string(),
             ],
             log: cfg.data_dir.join("logs").join("controller-manager.log"),
             needs: Some(cfg.kubeconfig()),
