@@ -28,7 +28,7 @@ use kumo_auth::kubeconfig::Credentials;
 use serde_json::Value;
 use tracing::info;
 
-use crate::server::write_private_file;
+use crate::server::{serving_cert_usable, write_private_file};
 
 /// The kubeconfig [`join`] writes under its directory.
 pub const KUBECONFIG_FILE: &str = "kubelet.conf";
@@ -288,6 +288,61 @@ async fn fetch_cluster_info(server: &str, token: &str) -> anyhow::Result<Value> 
         );
     }
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// The signer of kubelet serving certificates (upstream: approved by an admin or an
+/// external approver, never automatically).
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// Serving certificate and key issued through [`request_serving_cert`], under the pki dir.
+pub const SERVER_CERT_FILE: &str = "kubelet-server.crt";
+pub const SERVER_KEY_FILE: &str = "kubelet-server.key";
+
+/// A serving certificate signed by the cluster CA (upstream's `serverTLSBootstrap`): reuses
+/// `<pki_dir>/kubelet-server.{crt,key}` while they are good for a week and name `node_name`
+/// and every address, else posts a `kubernetes.io/kubelet-serving` CSR (CN
+/// `system:node:<name>`, O `system:nodes`, the names as SANs) and waits until it is approved
+/// (`kubectl certificate approve`) and signed. Hand the result to
+/// [`crate::server::ServingCert::set`].
+pub async fn request_serving_cert(
+    client: kube::Client,
+    node_name: &str,
+    ips: &[std::net::IpAddr],
+    pki_dir: &Path,
+) -> anyhow::Result<kumo_auth::CertAndKey> {
+    let cert_path = pki_dir.join(SERVER_CERT_FILE);
+    let key_path = pki_dir.join(SERVER_KEY_FILE);
+    let dns = vec![node_name.to_string()];
+    if let (Ok(cert_pem), Ok(key_pem)) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+    ) && serving_cert_usable(&cert_pem, &dns, ips)
+    {
+        return Ok(kumo_auth::CertAndKey { cert_pem, key_pem });
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(dns.clone())?;
+    for ip in ips {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+    dn.push(
+        rcgen::DnType::CommonName,
+        format!("system:node:{node_name}"),
+    );
+    params.distinguished_name = dn;
+    let csr_pem = params.serialize_request(&key)?.pem()?;
+    let cert_pem = request_certificate(client, &csr_pem, KUBELET_SERVING_SIGNER).await?;
+    let ck = kumo_auth::CertAndKey {
+        cert_pem,
+        key_pem: key.serialize_pem(),
+    };
+    write_private_file(&key_path, ck.key_pem.as_bytes(), 0o600)?;
+    write_private_file(&cert_path, ck.cert_pem.as_bytes(), 0o644)?;
+    info!(path = %cert_path.display(), "kubelet serving certificate issued by the cluster CA");
+    Ok(ck)
 }
 
 /// Creates a CSR for `csr_pem` with `signer` and waits until it carries a certificate;

@@ -870,6 +870,95 @@ fn kubelet_join_with_a_bootstrap_token() {
         before,
         "no new CSR for a node that has credentials"
     );
+
+    // Serving certificate: self-signed first (clients trusting the cluster CA refuse it),
+    // then one from a kubelet-serving CSR an admin approves, swapped in while serving.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let node_client = rt
+        .block_on(kumo_client::client_from_kubeconfig(&kubeconfig))
+        .expect("node client");
+    let ip: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    let self_signed =
+        kumo_kubelet::server::load_or_create_serving_cert(&kdir.join("pki"), "join-node", &[ip])
+            .expect("self-signed");
+    let cert = kumo_kubelet::server::ServingCert::new(&self_signed).expect("cert");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let ca_pem = std::fs::read_to_string(api.cert_dir.join("ca.crt")).expect("ca");
+    let state = kumo_kubelet::server::ServerState {
+        node_name: "join-node".into(),
+        pods: Arc::new(Table::default()),
+        runtime: Arc::new(HostExec),
+        metrics: prometheus::Registry::new(),
+        api: Some(node_client.clone()),
+    };
+    let serving = cert.clone();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        kumo_kubelet::server::serve_with_cert(state, listener, serving, Some(ca_pem)).await
+    });
+    let admin = kumo_auth::CertAndKey {
+        cert_pem: std::fs::read_to_string(api.cert_dir.join("admin.crt")).expect("admin.crt"),
+        key_pem: std::fs::read_to_string(api.cert_dir.join("admin.key")).expect("admin.key"),
+    };
+    assert!(
+        !tls_handshake_ok(&api, port),
+        "a self-signed certificate must not verify against the cluster CA"
+    );
+    let pki = kdir.join("pki");
+    let request = rt.spawn(async move {
+        kumo_kubelet::bootstrap::request_serving_cert(node_client, "join-node", &[ip], &pki).await
+    });
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    let name = loop {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no kubelet-serving CSR appeared"
+        );
+        let out = kubectl_ok(
+            &api,
+            &[
+                "get",
+                "csr",
+                "-o",
+                "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.metadata.name}{end}",
+            ],
+        );
+        if !out.trim().is_empty() {
+            break out.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    kubectl_ok(&api, &["certificate", "approve", &name]);
+    let issued = rt
+        .block_on(request)
+        .expect("task")
+        .expect("serving certificate");
+    cert.set(&issued).expect("swap");
+    assert!(tls_handshake_ok(&api, port));
+    let (status, body) = kubelet_get(&api, port, "/healthz", None, Some(&admin));
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+/// Whether a client trusting only the cluster CA completes a TLS handshake with the kubelet.
+fn tls_handshake_ok(api: &ApiServerProc, port: u16) -> bool {
+    let ca = std::fs::read(api.cert_dir.join("ca.crt")).expect("ca.crt");
+    let cfg = kumo_auth::tls::client_config(&ca, None).expect("client config");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+                .is_ok()
+        })
 }
 
 /// A TCP server that answers each line with `echo: <line>`.

@@ -82,7 +82,7 @@ pub fn load_or_create_serving_cert(
 }
 
 /// Whether a PEM certificate is still good for a week and names every DNS name and IP.
-fn usable(cert_pem: &str, dns: &[String], ips: &[IpAddr]) -> bool {
+pub(crate) fn usable(cert_pem: &str, dns: &[String], ips: &[IpAddr]) -> bool {
     let Ok(ders) = kumo_auth::pki::parse_certs_pem(cert_pem.as_bytes()) else {
         return false;
     };
@@ -159,10 +159,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         // rustls accepts it as a serving certificate.
-        super::super::tls_config(&super::super::TlsOptions {
-            serving: c,
-            client_ca_pem: None,
-        })?;
+        super::super::tls_config(super::super::ServingCert::new(&c)?, None)?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::directory::PodDirectory;
 
+pub(crate) use cert::usable as serving_cert_usable;
 pub(crate) use cert::write_private as write_private_file;
 pub use cert::{SERVING_CERT_FILE, SERVING_KEY_FILE, load_or_create_serving_cert};
 
@@ -82,30 +83,107 @@ struct Shared {
     auth: auth::AuthCache,
 }
 
+/// The serving certificate, replaceable while serving: a kubelet starts with its
+/// self-signed certificate and switches to one issued through a `kubelet-serving` CSR (or a
+/// renewed one) without dropping connections. Cheap to clone; clones share the certificate.
+#[derive(Clone, Debug)]
+pub struct ServingCert {
+    current: Arc<std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified(ck: &CertAndKey) -> anyhow::Result<Arc<rustls::sign::CertifiedKey>> {
+    Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+        ck.cert_chain_der()?,
+        ck.key_der()?,
+        &provider(),
+    )?))
+}
+
+impl ServingCert {
+    pub fn new(ck: &CertAndKey) -> anyhow::Result<Self> {
+        Ok(ServingCert {
+            current: Arc::new(std::sync::RwLock::new(certified(ck)?)),
+        })
+    }
+
+    /// Serves `ck` to every handshake from now on.
+    pub fn set(&self, ck: &CertAndKey) -> anyhow::Result<()> {
+        let new = certified(ck)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
 /// Builds the rustls configuration: HTTP/1.1 only (exec and attach need the HTTP/1.1
 /// upgrade), client certificates optional but verified against the client CA when sent.
-fn tls_config(tls: &TlsOptions) -> anyhow::Result<rustls::ServerConfig> {
-    let mut config = match &tls.client_ca_pem {
-        Some(ca) => kumo_auth::tls::server_config_with(ca.as_bytes(), &tls.serving)?,
-        None => rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(tls.serving.cert_chain_der()?, tls.serving.key_der()?)?,
+fn tls_config(
+    cert: ServingCert,
+    client_ca_pem: Option<&str>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca_pem {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in kumo_auth::pki::parse_certs_pem(ca.as_bytes())? {
+                roots.add(c)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
     };
+    let mut config = builder.with_cert_resolver(Arc::new(cert));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// Serves the kubelet API over TLS on `listener` until the task is dropped or accepting
-/// fails for good. Each connection runs on its own task.
+/// Serves the kubelet API over TLS on `listener` until the task is dropped. Each
+/// connection runs on its own task.
 pub async fn serve(
     state: ServerState,
     listener: TcpListener,
     tls: TlsOptions,
 ) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&tls)?));
+    let cert = ServingCert::new(&tls.serving)?;
+    serve_with_cert(state, listener, cert, tls.client_ca_pem).await
+}
+
+/// [`serve`] with a [`ServingCert`] the caller can replace while serving.
+pub async fn serve_with_cert(
+    state: ServerState,
+    listener: TcpListener,
+    cert: ServingCert,
+    client_ca_pem: Option<String>,
+) -> anyhow::Result<()> {
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(cert, client_ca_pem.as_deref())?));
     let shared = Arc::new(Shared {
         state,
         auth: auth::AuthCache::default(),
