@@ -702,6 +702,14 @@ fn kubelet_api_authenticates_and_authorizes() {
     let (status, body) = kubelet_get(api, f.port, "/metrics", Some("root-token"), None);
     assert_eq!(status, 200);
     assert!(body.contains("kubelet_test_total 1"), "{body}");
+    // Resource metrics (what metrics-server scrapes): upstream's names, promtool-clean.
+    let (status, body) = kubelet_get(api, f.port, "/metrics/resource", Some("root-token"), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nnode_cpu_usage_seconds_total "), "{body}");
+    assert!(body.contains("\nnode_memory_working_set_bytes "), "{body}");
+    assert!(body.contains("\nresource_scrape_error 0\n"), "{body}");
+    let (code, lint) = kumo_tests::promtool_check_metrics(&body).expect("promtool");
+    assert_eq!(code, 0, "{lint}\n{body}");
     let (status, body) = kubelet_get(api, f.port, "/healthz", Some("root-token"), None);
     assert_eq!((status, body.as_str()), (200, "ok"));
 

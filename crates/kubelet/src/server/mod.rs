@@ -8,13 +8,15 @@
 //!   [`auth`]), both cached briefly like upstream's webhook authenticator/authorizer.
 //! - `/containerLogs/{ns}/{pod}/{container}` ([`logs`]), `/exec/…` over WebSocket
 //!   (`v5.channel.k8s.io` … `channel.k8s.io`) or SPDY/3.1 ([`exec`]), `/pods`, `/metrics`,
-//!   `/healthz`.
+//!   `/metrics/resource` ([`resource`], for metrics-server), `/portForward/…` over SPDY or
+//!   WebSocket-tunneled SPDY ([`portforward`]), `/healthz`.
 
 mod auth;
 mod cert;
 mod exec;
 mod logs;
 mod portforward;
+mod resource;
 mod spdy;
 
 use std::convert::Infallible;
@@ -317,6 +319,7 @@ async fn handle(
         (&Method::GET | &Method::HEAD, ["healthz"]) => text(StatusCode::OK, "ok"),
         (&Method::GET, ["pods"] | ["pods", ""]) => pods(state),
         (&Method::GET, ["metrics"]) => metrics(state),
+        (&Method::GET, ["metrics", "resource"]) => resource::resource_metrics(state).await,
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs::container_logs(state, ns, pod, container, req.uri().query()).await
         }
