@@ -556,6 +556,7 @@ enum TokenCommand {
 }
 
 /// `kumo token …`: logic in `kumo_controller_manager::bootstrap`.
+#[allow(clippy::print_stdout)]
 fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     use kumo_controller_manager::bootstrap as b;
     let kc = |k: Option<PathBuf>| k.unwrap_or_else(|| default_data_dir(None).join("kubeconfig"));
@@ -618,6 +619,7 @@ fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     // The process runtime's helpers (`kumo runtime-init …`) run before clap, logging and tokio:
     // they join namespaces, which needs a single-threaded process.

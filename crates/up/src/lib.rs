@@ -360,9 +360,13 @@ pub async fn stop_pods(data_dir: &Path) -> usize {
         match kumo_runtime::process::ProcessRuntime::new(&root, images) {
             Ok(rt) => match rt.stop_all().await {
                 Ok(n) => stopped += n,
-                Err(e) => tracing::warn!(node = %node.path().display(), error = %e, "cannot stop pods"),
+                Err(e) => {
+                    tracing::warn!(node = %node.path().display(), error = %e, "cannot stop pods")
+                }
             },
-            Err(e) => tracing::warn!(node = %node.path().display(), error = %e, "cannot open the runtime"),
+            Err(e) => {
+                tracing::warn!(node = %node.path().display(), error = %e, "cannot open the runtime")
+            }
         }
     }
     stopped
@@ -553,12 +557,13 @@ pub async fn wait_ready(
         let up = tokio::net::TcpStream::connect(("127.0.0.1", cfg.apiserver_port))
             .await
             .is_ok();
-        if up && kubeconfig.exists() {
-            if let Ok(c) = kumo_client::client_from_kubeconfig(&kubeconfig).await {
-                let nodes: kube::Api<Node> = kube::Api::all(c.clone());
-                if nodes.list(&Default::default()).await.is_ok() {
-                    break c;
-                }
+        if up
+            && kubeconfig.exists()
+            && let Ok(c) = kumo_client::client_from_kubeconfig(&kubeconfig).await
+        {
+            let nodes: kube::Api<Node> = kube::Api::all(c.clone());
+            if nodes.list(&Default::default()).await.is_ok() {
+                break c;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -249,10 +249,10 @@ fn watch_running(client: &kube::Client, running: Times) {
             };
             for p in objs {
                 let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                if phase == Some("Running") {
-                    if let Some(n) = p.metadata.name {
-                        running.lk().entry(n).or_insert_with(Instant::now);
-                    }
+                if phase == Some("Running")
+                    && let Some(n) = p.metadata.name
+                {
+                    running.lk().entry(n).or_insert_with(Instant::now);
                 }
             }
         }

@@ -202,6 +202,7 @@ fn busybox_tar(dir: &Path) -> PathBuf {
 }
 
 /// Whether this machine can run the process runtime for real (root, namespaces, busybox).
+#[allow(clippy::print_stderr)]
 fn can_run_pods(test: &str) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
