@@ -205,10 +205,20 @@ pub async fn serve_with_cert(
         let acceptor = acceptor.clone();
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            // A peer that never finishes its handshake must not hold a task forever.
+            let stream = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     debug!(%peer, error = %e, "kubelet API server: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "kubelet API server: TLS handshake timed out");
                     return;
                 }
             };
