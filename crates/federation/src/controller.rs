@@ -1,0 +1,1235 @@
+//! The `kumo federation` controllers, over one host client and one client per member built
+//! from its credentials Secret:
+//!
+//! - cluster health: `/readyz`, version, Node and Pod totals of every member, every
+//!   `health_interval` (and at once for a new Cluster), written to `Cluster.status`;
+//! - FederatedDeployments, level-triggered (host watch events plus a short resync, which also
+//!   reverts hand edits in members): placement → division → overrides → `Work` per member in
+//!   the host → server-side apply of the Work's manifests to the member → status aggregated
+//!   from the member Deployments; a finalizer deletes everything propagated first.
+//!
+//! Every per-cluster object is computed before anything is written, so a semantic error (no
+//! cluster, zero weights, a bad override) becomes a False condition with nothing half-applied.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use base64::Engine as _;
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::Kubeconfig;
+use kube::runtime::watcher;
+use petgraph::graph::DiGraph;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::core::{self, is_not_found, parse_quantity, str_at};
+use crate::division::{self, Candidate};
+use crate::placement::{self, ClusterView};
+use crate::{FIELD_MANAGER, FINALIZER, LABEL_OWNER, crds, join, member_namespace, overrides};
+
+/// How `kumo federation` runs.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Admin kubeconfig of the host apiserver.
+    pub host_kubeconfig: PathBuf,
+    /// Period of member health probes (`/readyz`, version, node/pod totals).
+    pub health_interval: Duration,
+    /// Period of the full resync (drift correction, status aggregation).
+    pub resync: Duration,
+    /// Default time a member may be NotReady before its replicas move elsewhere.
+    pub toleration: Duration,
+    /// Time a failed-over member must stay Ready before replicas move back.
+    pub failback_stable: Duration,
+}
+
+impl FederationConfig {
+    pub fn new(host_kubeconfig: PathBuf) -> Self {
+        FederationConfig {
+            host_kubeconfig,
+            health_interval: Duration::from_secs(10),
+            resync: Duration::from_secs(2),
+            toleration: Duration::from_secs(60),
+            failback_stable: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the controllers know about one member.
+struct Member {
+    client: kube::Client,
+    secret_rv: String,
+    ready: bool,
+    not_ready_since: Option<Instant>,
+    ready_since: Option<Instant>,
+    /// Set once NotReady beyond the toleration; cleared after `failback_stable` of Ready.
+    failed_over: bool,
+    /// Free allocatable (cpu millicores, memory bytes, pods).
+    free: (i64, i64, i64),
+}
+
+type Members = Arc<Mutex<HashMap<String, Member>>>;
+
+fn lock(m: &Members) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the federation controllers until the future is dropped. Installs the CRDs first.
+pub async fn run(cfg: FederationConfig) -> anyhow::Result<()> {
+    let host = join::client_from_file(&cfg.host_kubeconfig, None).await?;
+    crds::install(&host, Duration::from_secs(30)).await?;
+    info!("federation CRDs installed");
+    let members: Members = Arc::new(Mutex::new(HashMap::new()));
+    let fd_wake = Arc::new(tokio::sync::Notify::new());
+    let cluster_wake = Arc::new(tokio::sync::Notify::new());
+
+    for (ar, wakes) in [
+        (crds::fd_resource(), vec![fd_wake.clone()]),
+        (
+            crds::cluster_resource(),
+            vec![fd_wake.clone(), cluster_wake.clone()],
+        ),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(host.clone(), &ar);
+        tokio::spawn(async move {
+            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(ev) = s.next().await {
+                if let Err(e) = ev {
+                    debug!(error = %e, "host watch");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                for w in &wakes {
+                    w.notify_one();
+                }
+            }
+        });
+    }
+
+    {
+        let host = host.clone();
+        let members = members.clone();
+        let cfg = cfg.clone();
+        let fd_wake = fd_wake.clone();
+        tokio::spawn(async move {
+            loop {
+                match health_round(&host, &members, &cfg).await {
+                    Ok(true) => fd_wake.notify_one(),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "cluster health round"),
+                }
+                tokio::select! {
+                    _ = cluster_wake.notified() => {}
+                    _ = tokio::time::sleep(cfg.health_interval) => {}
+                }
+            }
+        });
+    }
+
+    loop {
+        if let Err(e) = reconcile_all(&host, &members, &cfg).await {
+            warn!(error = %e, "federation reconcile");
+        }
+        tokio::select! {
+            _ = fd_wake.notified() => {}
+            _ = tokio::time::sleep(cfg.resync) => {}
+        }
+    }
+}
+
+// ---- cluster health ------------------------------------------------------------------------
+
+/// Probes every Cluster; returns whether any member's schedulability changed.
+async fn health_round(
+    host: &kube::Client,
+    members: &Members,
+    cfg: &FederationConfig,
+) -> anyhow::Result<bool> {
+    let api: Api<DynamicObject> = Api::all_with(host.clone(), &crds::cluster_resource());
+    let list = api.list(&ListParams::default()).await?;
+    let names: BTreeSet<String> = list
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    lock(members).retain(|k, _| names.contains(k));
+    let results = futures::future::join_all(
+        list.items
+            .iter()
+            .map(|c| probe(host, &api, c, members, cfg)),
+    )
+    .await;
+    let mut changed = false;
+    for r in results {
+        match r {
+            Ok(c) => changed |= c,
+            Err(e) => warn!(error = %e, "cluster probe"),
+        }
+    }
+    Ok(changed)
+}
+
+async fn member_client(
+    host: &kube::Client,
+    cluster: &DynamicObject,
+    members: &Members,
+) -> anyhow::Result<kube::Client> {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let ns = str_at(&cluster.data, "/spec/secretRef/namespace").unwrap_or(crate::SECRETS_NS);
+    let sname = str_at(&cluster.data, "/spec/secretRef/name")
+        .ok_or_else(|| anyhow!("cluster {name} has no spec.secretRef.name"))?;
+    let secrets: Api<DynamicObject> = Api::namespaced_with(
+        host.clone(),
+        ns,
+        &core::resource("", "v1", "Secret", "secrets"),
+    );
+    let secret = secrets
+        .get(sname)
+        .await
+        .with_context(|| format!("secret {ns}/{sname}"))?;
+    let rv = secret.metadata.resource_version.clone().unwrap_or_default();
+    if let Some(m) = lock(members).get(&name)
+        && m.secret_rv == rv
+    {
+        return Ok(m.client.clone());
+    }
+    let kc64 = str_at(&secret.data, "/data/kubeconfig")
+        .ok_or_else(|| anyhow!("secret {ns}/{sname} has no kubeconfig"))?;
+    let kc = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(kc64)?)?;
+    let client = join::client_from_kubeconfig(Kubeconfig::from_yaml(&kc)?, None).await?;
+    let mut g = lock(members);
+    let m = g.entry(name).or_insert_with(|| Member {
+        client: client.clone(),
+        secret_rv: rv.clone(),
+        ready: false,
+        not_ready_since: None,
+        ready_since: None,
+        failed_over: false,
+        free: (0, 0, 0),
+    });
+    m.client = client.clone();
+    m.secret_rv = rv;
+    Ok(client)
+}
+
+fn condition(
+    old: &[Value],
+    ty: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: &str,
+) -> Value {
+    let st = if status { "True" } else { "False" };
+    let ltt = old
+        .iter()
+        .find(|c| c["type"] == ty && c["status"] == st)
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(now));
+    json!({"type": ty, "status": st, "reason": reason, "message": message, "lastTransitionTime": ltt})
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[derive(Default)]
+struct Totals {
+    nodes: i64,
+    alloc: (f64, f64, f64),
+    req: (f64, f64, f64),
+}
+
+async fn member_totals(client: &kube::Client) -> anyhow::Result<Totals> {
+    let nodes: Api<DynamicObject> =
+        Api::all_with(client.clone(), &core::resource("", "v1", "Node", "nodes"));
+    let pods: Api<DynamicObject> =
+        Api::all_with(client.clone(), &core::resource("", "v1", "Pod", "pods"));
+    let lp = ListParams::default();
+    let (nl, pl) = tokio::try_join!(nodes.list(&lp), pods.list(&lp))?;
+    let mut t = Totals::default();
+    for n in &nl.items {
+        t.nodes += 1;
+        let ready = n
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        if !ready {
+            continue;
+        }
+        let q = |k: &str| {
+            str_at(&n.data, &format!("/status/allocatable/{k}"))
+                .and_then(parse_quantity)
+                .unwrap_or(0.0)
+        };
+        t.alloc.0 += q("cpu");
+        t.alloc.1 += q("memory");
+        t.alloc.2 += q("pods");
+    }
+    for p in &pl.items {
+        let phase = str_at(&p.data, "/status/phase").unwrap_or_default();
+        if matches!(phase, "Succeeded" | "Failed") || str_at(&p.data, "/spec/nodeName").is_none() {
+            continue;
+        }
+        t.req.2 += 1.0;
+        let (cpu, mem) = pod_requests(&p.data["spec"]);
+        t.req.0 += cpu;
+        t.req.1 += mem;
+    }
+    Ok(t)
+}
+
+/// Sum of a pod spec's container requests (cpu cores, memory bytes).
+fn pod_requests(spec: &Value) -> (f64, f64) {
+    let mut out = (0.0, 0.0);
+    for c in spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let q = |k: &str| {
+            str_at(c, &format!("/resources/requests/{k}"))
+                .and_then(parse_quantity)
+                .unwrap_or(0.0)
+        };
+        out.0 += q("cpu");
+        out.1 += q("memory");
+    }
+    out
+}
+
+fn fmt_cpu(cores: f64) -> String {
+    format!("{}m", (cores * 1000.0).round() as i64)
+}
+
+/// Probes one member and writes its Cluster status. Returns whether its readiness changed.
+async fn probe(
+    host: &kube::Client,
+    api: &Api<DynamicObject>,
+    cluster: &DynamicObject,
+    members: &Members,
+    cfg: &FederationConfig,
+) -> anyhow::Result<bool> {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let now = now_rfc3339();
+    let old_conds: Vec<Value> = cluster
+        .data
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let result: anyhow::Result<(String, Totals)> = async {
+        let client = member_client(host, cluster, members).await?;
+        let req = http::Request::get("/readyz").body(Vec::new())?;
+        let body = client.request_text(req).await.context("/readyz")?;
+        if body.trim() != "ok" {
+            return Err(anyhow!("/readyz: {body}"));
+        }
+        let version = client.apiserver_version().await?.git_version;
+        Ok((version, member_totals(&client).await?))
+    }
+    .await;
+    let ready = result.is_ok();
+    let mut status = json!({"lastProbeTime": now});
+    let cond = match &result {
+        Ok((version, t)) => {
+            status["kubernetesVersion"] = json!(version);
+            status["nodeCount"] = json!(t.nodes);
+            status["allocatable"] = json!({"cpu": fmt_cpu(t.alloc.0), "memory": format!("{}", t.alloc.1 as i64), "pods": format!("{}", t.alloc.2 as i64)});
+            status["requested"] = json!({"cpu": fmt_cpu(t.req.0), "memory": format!("{}", t.req.1 as i64), "pods": format!("{}", t.req.2 as i64)});
+            condition(
+                &old_conds,
+                "Ready",
+                true,
+                "ClusterReady",
+                "/readyz is ok",
+                &now,
+            )
+        }
+        Err(e) => condition(
+            &old_conds,
+            "Ready",
+            false,
+            "ClusterNotReachable",
+            &format!("{e:#}"),
+            &now,
+        ),
+    };
+    status["conditions"] = json!([cond]);
+    let changed = {
+        let mut g = lock(members);
+        match g.get_mut(&name) {
+            Some(m) => {
+                let was = schedulable(m, cfg);
+                if let Ok((_, t)) = &result {
+                    m.free = (
+                        ((t.alloc.0 - t.req.0) * 1000.0) as i64,
+                        (t.alloc.1 - t.req.1) as i64,
+                        (t.alloc.2 - t.req.2) as i64,
+                    );
+                }
+                if ready && !m.ready {
+                    m.ready_since = Some(Instant::now());
+                    m.not_ready_since = None;
+                } else if !ready && m.ready {
+                    m.not_ready_since = Some(Instant::now());
+                    m.ready_since = None;
+                }
+                m.ready = ready;
+                if !ready
+                    && m.not_ready_since
+                        .is_some_and(|t| t.elapsed() >= cfg.toleration)
+                {
+                    m.failed_over = true;
+                }
+                if ready
+                    && m.ready_since
+                        .is_some_and(|t| t.elapsed() >= cfg.failback_stable)
+                {
+                    m.failed_over = false;
+                }
+                was != schedulable(m, cfg)
+            }
+            None => false,
+        }
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .with_context(|| format!("patch status of cluster {name}"))?;
+    Ok(changed)
+}
+
+/// Whether a member takes part in division: Ready (or NotReady within the toleration), and not
+/// failed over (a returning member waits for `failback_stable` first: hysteresis).
+fn schedulable(m: &Member, cfg: &FederationConfig) -> bool {
+    !m.failed_over
+        && (m.ready
+            || m.not_ready_since
+                .is_some_and(|t| t.elapsed() < cfg.toleration))
+}
+
+// ---- federated deployments -----------------------------------------------------------------
+
+async fn reconcile_all(
+    host: &kube::Client,
+    members: &Members,
+    cfg: &FederationConfig,
+) -> anyhow::Result<()> {
+    let capi: Api<DynamicObject> = Api::all_with(host.clone(), &crds::cluster_resource());
+    let clusters = capi.list(&ListParams::default()).await?;
+    let views: Vec<ClusterView> = clusters
+        .items
+        .iter()
+        .map(|c| ClusterView {
+            name: c.metadata.name.clone().unwrap_or_default(),
+            labels: c.metadata.labels.clone().unwrap_or_default(),
+            taints: c
+                .data
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            ready: c
+                .data
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                }),
+        })
+        .collect();
+    let fapi: Api<DynamicObject> = Api::all_with(host.clone(), &crds::fd_resource());
+    let fds = fapi.list(&ListParams::default()).await?;
+    for fd in fds.items {
+        let key = format!(
+            "{}/{}",
+            fd.metadata.namespace.clone().unwrap_or_default(),
+            fd.metadata.name.clone().unwrap_or_default()
+        );
+        if let Err(e) = reconcile_fd(host, members, cfg, &views, fd).await {
+            warn!(federateddeployment = %key, error = %format!("{e:#}"), "reconcile");
+        }
+    }
+    Ok(())
+}
+
+/// A semantic error: a False condition on the object, nothing applied.
+struct Refusal {
+    condition: &'static str,
+    reason: String,
+    message: String,
+}
+
+fn refuse(condition: &'static str, reason: &str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        condition,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+/// What one member should run.
+struct Target {
+    cluster: String,
+    replicas: u32,
+    manifests: Vec<Value>,
+}
+
+fn owner_key(ns: &str, name: &str) -> String {
+    format!("fd.{ns}.{name}")
+}
+
+fn work_name(ns: &str, name: &str) -> String {
+    format!("fd-{ns}-{name}")
+}
+
+async fn reconcile_fd(
+    host: &kube::Client,
+    members: &Members,
+    cfg: &FederationConfig,
+    views: &[ClusterView],
+    fd: DynamicObject,
+) -> anyhow::Result<()> {
+    let ns = fd.metadata.namespace.clone().unwrap_or_default();
+    let name = fd.metadata.name.clone().unwrap_or_default();
+    let fapi: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &crds::fd_resource());
+    let owner = owner_key(&ns, &name);
+    let works = list_works(host, &owner).await?;
+    let finalizers = fd.metadata.finalizers.clone().unwrap_or_default();
+
+    if fd.metadata.deletion_timestamp.is_some() {
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        for w in &works {
+            remove_work(host, members, w).await?;
+        }
+        let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+        fapi.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
+        )
+        .await?;
+        info!(federateddeployment = %format!("{ns}/{name}"), "propagated objects deleted");
+        return Ok(());
+    }
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        let mut f = finalizers.clone();
+        f.push(FINALIZER.into());
+        fapi.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": f, "resourceVersion": fd.metadata.resource_version}})),
+        )
+        .await?;
+    }
+
+    let old_status = fd.data.get("status").cloned().unwrap_or(json!({}));
+    let old_conds: Vec<Value> = old_status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let generation = fd.metadata.generation.unwrap_or(0);
+    let now = now_rfc3339();
+
+    let plan = plan(host, members, cfg, views, &fd).await?;
+    let targets = match plan {
+        Ok(t) => t,
+        Err(r) => {
+            let mut st = old_status.clone();
+            let mut conds = vec![condition(
+                &old_conds,
+                r.condition,
+                false,
+                &r.reason,
+                &r.message,
+                &now,
+            )];
+            if r.condition != "Scheduled" {
+                conds.push(condition(
+                    &old_conds,
+                    "Scheduled",
+                    true,
+                    "Scheduled",
+                    "",
+                    &now,
+                ));
+            }
+            conds.push(condition(
+                &old_conds, "Ready", false, &r.reason, &r.message, &now,
+            ));
+            st["conditions"] = json!(conds);
+            st["observedGeneration"] = json!(generation);
+            return write_status(&fapi, &name, &old_status, st).await;
+        }
+    };
+
+    // Works in the host, then the members.
+    let target_names: BTreeSet<&str> = targets.iter().map(|t| t.cluster.as_str()).collect();
+    for w in &works {
+        let cluster = str_at(&w.data, "/spec/cluster").unwrap_or_default();
+        if target_names.contains(cluster) {
+            continue;
+        }
+        // A failed-over member keeps its old replicas until it is back (then they go).
+        let keep = lock(members).get(cluster).is_some_and(|m| !m.ready);
+        if !keep {
+            remove_work(host, members, w).await?;
+        }
+    }
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let mut cluster_status = Vec::new();
+    let (mut ready, mut avail, mut updated, mut current) = (0i64, 0i64, 0i64, 0i64);
+    let mut all_applied = true;
+    let mut desired_total = 0i64;
+    for t in &targets {
+        desired_total += i64::from(t.replicas);
+        let wns = member_namespace(&t.cluster);
+        let wapi: Api<DynamicObject> =
+            Api::namespaced_with(host.clone(), &wns, &crds::work_resource());
+        let wname = work_name(&ns, &name);
+        let work = json!({
+            "apiVersion": crate::API_VERSION, "kind": "Work",
+            "metadata": {"name": wname, "namespace": wns, "labels": {LABEL_OWNER: owner}},
+            "spec": {"cluster": t.cluster, "workload": {"manifests": t.manifests}},
+        });
+        wapi.patch(&wname, &pp, &Patch::Apply(&work))
+            .await
+            .with_context(|| format!("work {wns}/{wname}"))?;
+        let client = lock(members)
+            .get(&t.cluster)
+            .filter(|m| m.ready)
+            .map(|m| m.client.clone());
+        let mut cs = json!({"name": t.cluster, "scheduledReplicas": t.replicas, "replicas": 0,
+            "readyReplicas": 0, "availableReplicas": 0, "updatedReplicas": 0});
+        let Some(client) = client else {
+            all_applied = false;
+            cs["conditions"] = json!([condition(
+                &[],
+                "Applied",
+                false,
+                "ClusterNotReady",
+                "the member is not Ready",
+                &now
+            )]);
+            cluster_status.push(cs);
+            continue;
+        };
+        let (results, err) = apply_manifests(&client, &t.manifests).await;
+        let wstatus = json!({"status": {
+            "manifests": results,
+            "conditions": [condition(&[], "Applied", err.is_none(), if err.is_none() { "Applied" } else { "ApplyFailed" },
+                err.as_deref().unwrap_or(""), &now)],
+        }});
+        let old_w = wapi.get_status(&wname).await.ok();
+        if old_w
+            .as_ref()
+            .and_then(|w| w.data.pointer("/status/manifests"))
+            != wstatus.pointer("/status/manifests")
+        {
+            let _ = wapi
+                .patch_status(&wname, &PatchParams::default(), &Patch::Merge(&wstatus))
+                .await;
+        }
+        if let Some(e) = err {
+            all_applied = false;
+            cs["conditions"] = json!([condition(&[], "Applied", false, "ApplyFailed", &e, &now)]);
+            cluster_status.push(cs);
+            continue;
+        }
+        // Status from the member's Deployment.
+        if let Some(d) = t.manifests.last() {
+            let dns = str_at(d, "/metadata/namespace").unwrap_or(&ns);
+            let dname = str_at(d, "/metadata/name").unwrap_or(&name);
+            let dapi: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), dns, &core::deployment_resource());
+            if let Ok(md) = dapi.get(dname).await {
+                let g = |k: &str| {
+                    md.data
+                        .pointer(&format!("/status/{k}"))
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                };
+                let fresh = md
+                    .data
+                    .pointer("/status/observedGeneration")
+                    .and_then(Value::as_i64)
+                    >= md.metadata.generation;
+                cs["replicas"] = json!(g("replicas"));
+                cs["readyReplicas"] = json!(g("readyReplicas"));
+                cs["availableReplicas"] = json!(g("availableReplicas"));
+                cs["updatedReplicas"] = json!(g("updatedReplicas"));
+                let done = fresh
+                    && g("readyReplicas") == i64::from(t.replicas)
+                    && g("updatedReplicas") == i64::from(t.replicas)
+                    && g("replicas") == i64::from(t.replicas);
+                cs["conditions"] = json!([
+                    condition(&[], "Applied", true, "Applied", "", &now),
+                    condition(
+                        &[],
+                        "Ready",
+                        done,
+                        if done {
+                            "DeploymentReady"
+                        } else {
+                            "DeploymentProgressing"
+                        },
+                        &format!("{}/{} ready", g("readyReplicas"), t.replicas),
+                        &now
+                    ),
+                ]);
+                ready += g("readyReplicas");
+                avail += g("availableReplicas");
+                updated += g("updatedReplicas");
+                current += g("replicas");
+            }
+        }
+        cluster_status.push(cs);
+    }
+    let placement_text = targets
+        .iter()
+        .map(|t| format!("{}:{}", t.cluster, t.replicas))
+        .collect::<Vec<_>>()
+        .join(",");
+    let is_ready = all_applied
+        && ready == desired_total
+        && updated == desired_total
+        && current == desired_total;
+    let st = json!({
+        "observedGeneration": generation,
+        "replicas": current,
+        "readyReplicas": ready,
+        "availableReplicas": avail,
+        "updatedReplicas": updated,
+        "ready": format!("{ready}/{desired_total}"),
+        "placement": placement_text,
+        "clusters": cluster_status,
+        "conditions": [
+            condition(&old_conds, "Scheduled", true, "Scheduled", &format!("replicas placed as {placement_text}"), &now),
+            condition(&old_conds, "Progressing", !is_ready, if is_ready { "Complete" } else { "Progressing" }, "", &now),
+            condition(&old_conds, "Ready", is_ready, if is_ready { "AllReplicasReady" } else { "ReplicasNotReady" },
+                &format!("{ready}/{desired_total} replicas ready"), &now),
+        ],
+    });
+    write_status(&fapi, &name, &old_status, st).await
+}
+
+/// Writes `status` unless it equals the old one (a status write is a watch event: writing an
+/// unchanged status would reconcile in a loop).
+async fn write_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    old: &Value,
+    new: Value,
+) -> anyhow::Result<()> {
+    let unchanged = new
+        .as_object()
+        .is_some_and(|n| n.iter().all(|(k, v)| old.get(k) == Some(v)));
+    if unchanged {
+        return Ok(());
+    }
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": new})),
+    )
+    .await
+    .with_context(|| format!("status of {name}"))?;
+    Ok(())
+}
+
+async fn list_works(host: &kube::Client, owner: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let api: Api<DynamicObject> = Api::all_with(host.clone(), &crds::work_resource());
+    Ok(api
+        .list(&ListParams::default().labels(&format!("{LABEL_OWNER}={owner}")))
+        .await?
+        .items)
+}
+
+/// Deletes what a Work applied in its member (not namespaces), then the Work.
+async fn remove_work(
+    host: &kube::Client,
+    members: &Members,
+    w: &DynamicObject,
+) -> anyhow::Result<()> {
+    let cluster = str_at(&w.data, "/spec/cluster")
+        .unwrap_or_default()
+        .to_string();
+    let client = lock(members).get(&cluster).map(|m| m.client.clone());
+    if let Some(client) = client {
+        let manifests = w
+            .data
+            .pointer("/spec/workload/manifests")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for m in manifests.iter().rev() {
+            if m["kind"] == "Namespace" {
+                continue;
+            }
+            let Some(ar) = core::resource_of(m) else {
+                continue;
+            };
+            let mname = str_at(m, "/metadata/name").unwrap_or_default();
+            let api: Api<DynamicObject> = match str_at(m, "/metadata/namespace") {
+                Some(mns) => Api::namespaced_with(client.clone(), mns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            let dp = DeleteParams::background();
+            join::ignore_not_found(api.delete(mname, &dp).await.map(|_| ()))
+                .with_context(|| format!("delete {} {mname} in {cluster}", ar.kind))?;
+        }
+    }
+    let ns = w.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &crds::work_resource());
+    join::ignore_not_found(
+        api.delete(
+            &w.metadata.name.clone().unwrap_or_default(),
+            &DeleteParams::default(),
+        )
+        .await
+        .map(|_| ()),
+    )?;
+    Ok(())
+}
+
+/// Server-side applies manifests in order; stops at the first failure (later ones may need it).
+async fn apply_manifests(
+    client: &kube::Client,
+    manifests: &[Value],
+) -> (Vec<Value>, Option<String>) {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let mut out = Vec::new();
+    for m in manifests {
+        let kind = str_at(m, "/kind").unwrap_or_default();
+        let mname = str_at(m, "/metadata/name").unwrap_or_default();
+        let mns = str_at(m, "/metadata/namespace");
+        let mut rec =
+            json!({"apiVersion": m["apiVersion"], "kind": kind, "name": mname, "applied": false});
+        if let Some(n) = mns {
+            rec["namespace"] = json!(n);
+        }
+        let Some(ar) = core::resource_of(m) else {
+            rec["message"] = json!("no apiVersion/kind");
+            out.push(rec);
+            return (
+                out,
+                Some(format!("manifest {mname} has no apiVersion/kind")),
+            );
+        };
+        let api: Api<DynamicObject> = match mns {
+            Some(n) => Api::namespaced_with(client.clone(), n, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        match api.patch(mname, &pp, &Patch::Apply(m)).await {
+            Ok(_) => {
+                rec["applied"] = json!(true);
+                out.push(rec);
+            }
+            Err(e) => {
+                let msg = format!("apply {kind} {mname}: {e}");
+                rec["message"] = json!(msg);
+                out.push(rec);
+                return (out, Some(msg));
+            }
+        }
+    }
+    (out, None)
+}
+
+/// Strips server-set metadata from an object to send it elsewhere.
+fn clean(mut obj: Value, owner: &str) -> Value {
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+            "ownerReferences",
+            "selfLink",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "finalizers",
+        ] {
+            m.remove(k);
+        }
+        if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+        let labels = m.entry("labels").or_insert_with(|| json!({}));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert(LABEL_OWNER.into(), json!(owner));
+        }
+    }
+    obj
+}
+
+/// The (kind, name) of the ConfigMaps, Secrets and ServiceAccounts a pod template uses.
+fn referenced(pod_spec: &Value) -> BTreeSet<(&'static str, String)> {
+    let mut out = BTreeSet::new();
+    let mut add = |kind: &'static str, v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            out.insert((kind, n.to_string()));
+        }
+    };
+    for v in pod_spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add("ConfigMap", v.pointer("/configMap/name"));
+        add("Secret", v.pointer("/secret/secretName"));
+        for s in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add("ConfigMap", s.pointer("/configMap/name"));
+            add("Secret", s.pointer("/secret/name"));
+        }
+    }
+    let containers = ["containers", "initContainers"].iter().flat_map(|k| {
+        pod_spec
+            .get(*k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    });
+    for c in containers {
+        for e in c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add("ConfigMap", e.pointer("/configMapRef/name"));
+            add("Secret", e.pointer("/secretRef/name"));
+        }
+        for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+            add("ConfigMap", e.pointer("/valueFrom/configMapKeyRef/name"));
+            add("Secret", e.pointer("/valueFrom/secretKeyRef/name"));
+        }
+    }
+    add("ServiceAccount", pod_spec.get("serviceAccountName"));
+    for s in pod_spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add("Secret", s.get("name"));
+    }
+    out.retain(|(k, n)| !(*k == "ServiceAccount" && n == "default"));
+    out
+}
+
+/// Orders manifests so that each comes after what it depends on: the namespace first, then
+/// ServiceAccounts, ConfigMaps and Secrets (a ServiceAccount may name Secrets), then the
+/// workload. A topological sort over the dependency graph (stable by input order).
+fn order(manifests: Vec<Value>) -> Vec<Value> {
+    let mut g: DiGraph<usize, ()> = DiGraph::new();
+    let idx: Vec<_> = (0..manifests.len()).map(|i| g.add_node(i)).collect();
+    let rank = |v: &Value| match v["kind"].as_str().unwrap_or_default() {
+        "Namespace" => 0,
+        "Secret" | "ConfigMap" => 1,
+        "ServiceAccount" => 2,
+        _ => 3,
+    };
+    for (i, a) in manifests.iter().enumerate() {
+        for (j, b) in manifests.iter().enumerate() {
+            if rank(a) < rank(b) {
+                g.add_edge(idx[i], idx[j], ());
+            }
+        }
+    }
+    let sorted = petgraph::algo::toposort(&g, None).unwrap_or_else(|_| idx.clone());
+    let mut slots: Vec<Option<Value>> = manifests.into_iter().map(Some).collect();
+    sorted
+        .into_iter()
+        .filter_map(|n| slots[g[n]].take())
+        .collect()
+}
+
+fn matches_target(entry: &Value, view: &ClusterView) -> bool {
+    let by_name = entry
+        .get("cluster")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c == view.name)
+        || entry
+            .get("clusters")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(&view.name)));
+    let by_sel = entry
+        .get("clusterSelector")
+        .is_some_and(|s| placement::selector_matches(s, &view.labels));
+    by_name || by_sel
+}
+
+/// Placement, division, overrides and dependencies: what each member should run, or why not.
+async fn plan(
+    host: &kube::Client,
+    members: &Members,
+    cfg: &FederationConfig,
+    views: &[ClusterView],
+    fd: &DynamicObject,
+) -> anyhow::Result<Result<Vec<Target>, Refusal>> {
+    let ns = fd.metadata.namespace.clone().unwrap_or_default();
+    let name = fd.metadata.name.clone().unwrap_or_default();
+    let owner = owner_key(&ns, &name);
+    let spec = fd.data.get("spec").cloned().unwrap_or(json!({}));
+    let Some(template) = spec.get("template").filter(|t| {
+        t.pointer("/spec/template/spec/containers")
+            .is_some_and(Value::is_array)
+    }) else {
+        return Ok(Err(refuse(
+            "Scheduled",
+            "InvalidTemplate",
+            "spec.template must be a Deployment with spec.template.spec.containers",
+        )));
+    };
+    let placement_spec = spec.get("placement").cloned().unwrap_or(json!({}));
+    let selected = match placement::select(&placement_spec, views) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(refuse("Scheduled", e.reason, e.message))),
+    };
+    let sched = spec.get("replicaScheduling").cloned().unwrap_or(json!({}));
+    let total = template
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as u32;
+    let schedulable_now: Vec<String> = {
+        let g = lock(members);
+        selected
+            .iter()
+            .filter(|c| g.get(*c).is_some_and(|m| schedulable(m, cfg)))
+            .cloned()
+            .collect()
+    };
+    if schedulable_now.is_empty() {
+        return Ok(Err(refuse(
+            "Scheduled",
+            "NoReadyCluster",
+            format!(
+                "none of the selected clusters ({}) is Ready",
+                selected.join(", ")
+            ),
+        )));
+    }
+    let view_of = |n: &str| views.iter().find(|v| v.name == n);
+    let shares = if sched.get("type").and_then(Value::as_str) == Some("Divided") {
+        let weights = sched
+            .get("weights")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let limits = sched
+            .get("limits")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let capacity = sched.get("divisionPreference").and_then(Value::as_str) == Some("Capacity");
+        let req = pod_requests(
+            template
+                .pointer("/spec/template/spec")
+                .unwrap_or(&Value::Null),
+        );
+        let req = ((req.0 * 1000.0) as i64, req.1 as i64);
+        let mut cands = Vec::new();
+        for c in &schedulable_now {
+            let Some(v) = view_of(c) else { continue };
+            let mut cand = Candidate::new(c.clone(), 1);
+            if capacity {
+                let free = lock(members).get(c).map(|m| m.free).unwrap_or((0, 0, 0));
+                let fit = division::capacity_replicas(free, req);
+                cand.weight = fit;
+                cand.max = Some(fit.min(u64::from(u32::MAX)) as u32);
+            } else if !weights.is_empty() {
+                cand.weight = weights
+                    .iter()
+                    .find(|w| matches_target(w, v))
+                    .and_then(|w| w.get("weight").and_then(Value::as_u64))
+                    .unwrap_or(0);
+            }
+            if let Some(l) = limits.iter().find(|l| matches_target(l, v)) {
+                cand.min = l.get("min").and_then(Value::as_u64).unwrap_or(0) as u32;
+                if let Some(m) = l.get("max").and_then(Value::as_u64) {
+                    cand.max = Some(cand.max.map_or(m as u32, |x| x.min(m as u32)));
+                }
+            }
+            cands.push(cand);
+        }
+        match division::divided(total, &cands) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = match e {
+                    division::DivisionError::NoClusters => "NoClusterSelected",
+                    division::DivisionError::AllWeightsZero => "AllWeightsZero",
+                    division::DivisionError::MinimumsExceedTotal { .. } => "MinimumsExceedReplicas",
+                };
+                return Ok(Err(refuse("Scheduled", reason, e.to_string())));
+            }
+        }
+    } else {
+        division::duplicated(total, &schedulable_now)
+    };
+
+    // Dependencies from the host namespace.
+    let pod_spec = template
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut deps = Vec::new();
+    for (kind, dname) in referenced(&pod_spec) {
+        let ar = core::resource("", "v1", kind, &format!("{}s", kind.to_ascii_lowercase()));
+        let api: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &ar);
+        match api.get(&dname).await {
+            Ok(o) => {
+                let mut v = serde_json::to_value(&o)?;
+                v["apiVersion"] = json!("v1");
+                v["kind"] = json!(kind);
+                if kind == "Secret"
+                    && v.get("type").and_then(Value::as_str)
+                        == Some("kubernetes.io/service-account-token")
+                {
+                    continue;
+                }
+                deps.push(clean(v, &owner));
+            }
+            Err(e) if is_not_found(&e) => {
+                return Ok(Err(refuse(
+                    "Scheduled",
+                    "MissingDependency",
+                    format!(
+                        "{kind} {ns}/{dname} referenced by spec.template does not exist in the host"
+                    ),
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let overrides_spec = spec
+        .get("overrides")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut targets = Vec::new();
+    let is_divided = sched.get("type").and_then(Value::as_str) == Some("Divided");
+    for (cluster, replicas) in shares {
+        if is_divided && replicas == 0 {
+            continue;
+        }
+        let Some(view) = view_of(&cluster) else {
+            continue;
+        };
+        let mut d = clean(template.clone(), &owner);
+        d["apiVersion"] = json!("apps/v1");
+        d["kind"] = json!("Deployment");
+        d["metadata"]["namespace"] = json!(ns);
+        if d.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            d["metadata"]["name"] = json!(name);
+        }
+        d["spec"]["replicas"] = json!(replicas);
+        for (i, ov) in overrides_spec.iter().enumerate() {
+            if !matches_target(ov, view) {
+                continue;
+            }
+            if let Err(e) = overrides::apply(&mut d, ov) {
+                return Ok(Err(refuse(
+                    "Scheduled",
+                    "OverrideFailed",
+                    format!("spec.overrides[{i}] for cluster {cluster}: {e}"),
+                )));
+            }
+        }
+        let replicas = d
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::from(replicas)) as u32;
+        let mut manifests =
+            vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
+        manifests.extend(deps.iter().cloned());
+        manifests.push(d);
+        // The Deployment stays last (status is read from it); order the rest.
+        let workload = manifests.pop();
+        let mut manifests = order(manifests);
+        manifests.extend(workload);
+        targets.push(Target {
+            cluster,
+            replicas,
+            manifests,
+        });
+    }
+    Ok(Ok(targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_and_order() {
+        let spec = json!({
+            "serviceAccountName": "web",
+            "volumes": [{"name": "c", "configMap": {"name": "cfg"}}, {"name": "s", "secret": {"secretName": "tls"}}],
+            "containers": [{"name": "a", "envFrom": [{"configMapRef": {"name": "env"}}],
+                "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "pw", "key": "k"}}}]}],
+        });
+        let r: Vec<(&str, String)> = referenced(&spec).into_iter().collect();
+        assert_eq!(
+            r,
+            vec![
+                ("ConfigMap", "cfg".to_string()),
+                ("ConfigMap", "env".to_string()),
+                ("Secret", "pw".to_string()),
+                ("Secret", "tls".to_string()),
+                ("ServiceAccount", "web".to_string()),
+            ]
+        );
+        let ordered = order(vec![
+            json!({"kind": "ServiceAccount"}),
+            json!({"kind": "ConfigMap"}),
+            json!({"kind": "Namespace"}),
+        ]);
+        let kinds: Vec<&str> = ordered.iter().filter_map(|v| v["kind"].as_str()).collect();
+        assert_eq!(kinds, vec!["Namespace", "ConfigMap", "ServiceAccount"]);
+    }
+
+    #[test]
+    fn clean_strips_server_fields() {
+        let v = clean(
+            json!({"metadata": {"name": "a", "uid": "u", "resourceVersion": "1"}, "status": {}}),
+            "fd.x.y",
+        );
+        assert_eq!(
+            v,
+            json!({"metadata": {"name": "a", "labels": {LABEL_OWNER: "fd.x.y"}}})
+        );
+    }
+}
