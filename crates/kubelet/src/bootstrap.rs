@@ -416,6 +416,71 @@ pub async fn request_certificate(
     }
 }
 
+/// Renews the node's client certificate (upstream's client certificate rotation) when
+/// less than 30 % of its lifetime is left, or at once with `force`: a new key and a CSR made
+/// with the current credentials (auto-approved as `selfnodeclient`), written over the files
+/// `kubeconfig` names (or into it when it embeds them). Returns whether it renewed. Clients
+/// already built keep the old certificate until rebuilt.
+pub async fn rotate_client_cert(
+    kubeconfig: &Path,
+    node_name: &str,
+    force: bool,
+) -> anyhow::Result<bool> {
+    let r = kumo_auth::kubeconfig::load_resolved(kubeconfig, None)?;
+    let pem = r
+        .client_cert_pem
+        .ok_or_else(|| anyhow!("no client certificate in {}", kubeconfig.display()))?;
+    let certs = kumo_auth::pki::parse_certs_pem(&pem)?;
+    let first = certs
+        .first()
+        .ok_or_else(|| anyhow!("empty client certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first)
+        .map_err(|e| anyhow!("client certificate: {e}"))?;
+    let (from, to) = (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if !force && (to - now) * 10 > (to - from) * 3 {
+        return Ok(false);
+    }
+    let client = kumo_client::client_from_kubeconfig(kubeconfig).await?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+    dn.push(
+        rcgen::DnType::CommonName,
+        format!("system:node:{node_name}"),
+    );
+    params.distinguished_name = dn;
+    let csr_pem = params.serialize_request(&key)?.pem()?;
+    let cert_pem = request_certificate(client, &csr_pem, KUBELET_CLIENT_SIGNER).await?;
+    let mut kc = Kubeconfig::load(kubeconfig)?;
+    let base = kubeconfig.parent().unwrap_or(Path::new("."));
+    let user = kc
+        .users
+        .first_mut()
+        .ok_or_else(|| anyhow!("no user in {}", kubeconfig.display()))?;
+    match (
+        user.user.client_certificate.clone(),
+        user.user.client_key.clone(),
+    ) {
+        (Some(c), Some(k)) => {
+            write_private_file(&base.join(k), key.serialize_pem().as_bytes(), 0o600)?;
+            write_private_file(&base.join(c), cert_pem.as_bytes(), 0o600)?;
+        }
+        _ => {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            user.user.client_certificate_data = Some(b64.encode(cert_pem.as_bytes()));
+            user.user.client_key_data = Some(b64.encode(key.serialize_pem().as_bytes()));
+            kc.write(kubeconfig)?;
+        }
+    }
+    info!(node = node_name, "kubelet client certificate renewed");
+    Ok(true)
+}
+
 /// The certificate of a signed CSR; an error when it was denied or failed.
 fn issued(csr: &CertificateSigningRequest) -> anyhow::Result<Option<String>> {
     let Some(status) = &csr.status else {

@@ -879,6 +879,44 @@ fn kubelet_join_with_a_bootstrap_token() {
         "no new CSR for a node that has credentials"
     );
 
+    // Client certificate rotation with the node's own credentials (selfnodeclient).
+    let rotate = |force| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(kumo_kubelet::bootstrap::rotate_client_cert(
+                &kubeconfig,
+                "join-node",
+                force,
+            ))
+            .expect("rotate")
+    };
+    assert!(!rotate(false), "a fresh certificate is not renewed");
+    let old_cert = std::fs::read(kdir.join("pki").join("kubelet-client.crt")).expect("cert");
+    assert!(rotate(true));
+    assert_ne!(
+        std::fs::read(kdir.join("pki").join("kubelet-client.crt")).expect("cert"),
+        old_cert
+    );
+    assert_eq!(csrs(&api), before + 1);
+    let out = Command::new(kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .expect("kubectl auth whoami");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "system:node:join-node",
+        "{out:?}"
+    );
+
     // Serving certificate: self-signed first (clients trusting the cluster CA refuse it),
     // then one from a kubelet-serving CSR an admin approves, swapped in while serving.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
