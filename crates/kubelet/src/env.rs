@@ -236,7 +236,7 @@ pub fn resource_field_ref(
         .and_then(|q| quantity::parse(&q.0))
         .filter(|d| *d > 0.0)
         .unwrap_or(1.0);
-    Ok(format!("{}", (v / d).ceil() as i64))
+    Ok(quantity::ceil(v / d).to_string())
 }
 
 /// The `KUBERNETES_SERVICE_*` / `KUBERNETES_PORT*` variables for the cluster's API Service.

@@ -175,8 +175,8 @@ pub async fn run(cfg: KubeletConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("system-reserved: {e}"))?;
     let sim_capacity = sim.then(|| {
         (
-            quantity::parse(&cfg.sim_cpu).map_or(32_000, |v| (v * 1000.0) as u64),
-            quantity::parse(&cfg.sim_memory).map_or(256 << 30, |v| v as u64),
+            quantity::parse(&cfg.sim_cpu).map_or(32_000, |v| quantity::ceil(v * 1000.0)),
+            quantity::parse(&cfg.sim_memory).map_or(256 << 30, quantity::ceil),
         )
     });
     let count = if sim { cfg.sim_nodes.max(1) } else { 1 };

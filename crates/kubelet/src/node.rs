@@ -72,7 +72,7 @@ pub fn describe(i: &DescribeInput<'_>) -> NodeDesc {
         i.system_reserved
             .get(k)
             .and_then(|v| quantity::parse(v))
-            .map_or(0, |v| if cpu { (v * 1000.0) as u64 } else { v as u64 })
+            .map_or(0, |v| quantity::ceil(if cpu { v * 1000.0 } else { v }))
     };
     let alloc = Allocatable {
         cpu_millis: cpu_millis.saturating_sub(reserved("cpu", true)),

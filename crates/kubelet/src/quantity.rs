@@ -40,14 +40,21 @@ pub fn parse(q: &str) -> Option<f64> {
     Some(n * mult)
 }
 
+/// Rounds up, ignoring binary floating-point noise (`0.7 * 1000` is `700.0000000000001`).
+pub fn ceil(v: f64) -> u64 {
+    let r = v.round();
+    let v = if (v - r).abs() < 1e-6 { r } else { v.ceil() };
+    v.max(0.0) as u64
+}
+
 /// CPU quantity in millicores (rounded up, like upstream's `MilliValue`).
 pub fn cpu_millis(q: &Quantity) -> u64 {
-    parse(&q.0).map_or(0, |v| (v * 1000.0).ceil().max(0.0) as u64)
+    parse(&q.0).map_or(0, |v| ceil(v * 1000.0))
 }
 
 /// Any other quantity in base units (rounded up).
 pub fn value(q: &Quantity) -> u64 {
-    parse(&q.0).map_or(0, |v| v.ceil().max(0.0) as u64)
+    parse(&q.0).map_or(0, ceil)
 }
 
 /// A resource map entry in base units (`cpu` in millicores).
@@ -106,6 +113,9 @@ mod tests {
         assert_eq!(parse("x"), None);
         assert_eq!(cpu_millis(&Quantity("100m".into())), 100);
         assert_eq!(cpu_millis(&Quantity("1.5".into())), 1500);
+        assert_eq!(cpu_millis(&Quantity("700m".into())), 700);
+        assert_eq!(cpu_millis(&Quantity("0.7".into())), 700);
+        assert_eq!(cpu_millis(&Quantity("1.0001".into())), 1001);
         assert_eq!(format_cpu(2000).0, "2");
         assert_eq!(format_cpu(1500).0, "1500m");
         assert_eq!(format_bytes(2048).0, "2Ki");

@@ -325,6 +325,17 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
     assert!(out.contains("Running") && out.contains("1/1"), "{out}");
     c.wait_event("p1", "Started container c");
 
+    // A changed container definition (`kubectl set image` on the pod) restarts it.
+    c.ok(&["set", "image", "pod/p1", "c=busybox:1.36"]);
+    let p = c.wait_for("pod/p1", &kubelet, "restarted with the new image", |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        cs["image"] == "busybox:1.36"
+            && cs["restartCount"] == 1
+            && cs["state"]["running"].is_object()
+    });
+    assert_eq!(p["status"]["phase"], "Running");
+    c.wait_event("p1", "Container c definition changed, will be restarted");
+
     // Graceful deletion: kubectl waits until the kubelet finished and removed the object.
     c.ok(&["delete", "pod", "p1", "--timeout=60s"]);
     let (found, out) = c.kubectl(&["get", "pod", "p1"]);

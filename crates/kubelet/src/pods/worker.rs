@@ -50,6 +50,19 @@ struct Track {
     waiting: Option<(String, String)>,
     image_backoff: Option<(Duration, Instant)>,
     probes: Option<ProbeHandle>,
+    /// Hash of the container spec the running attempt was started from.
+    spec_hash: Option<u64>,
+    /// The last exit was the kubelet's own doing for a changed spec: restart at once,
+    /// whatever the restart policy, like upstream.
+    restart_now: bool,
+}
+
+/// Hash of a container's spec (upstream restarts a container whose definition changed).
+fn spec_hash(c: &Container) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(c).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 #[derive(Debug, Clone)]
@@ -639,7 +652,13 @@ impl Worker {
                     match latest {
                         None => acted |= self.start(pod, c, &sb, &mut refs).await,
                         Some(cs) if cs.state == ContainerState::Exited => {
-                            if should_restart(&policy, cs.exit_code.unwrap_or(1), false) {
+                            let forced = self
+                                .tracks
+                                .get_mut(&c.name)
+                                .is_some_and(|t| std::mem::take(&mut t.restart_now));
+                            if forced {
+                                acted |= self.start(pod, c, &sb, &mut refs).await;
+                            } else if should_restart(&policy, cs.exit_code.unwrap_or(1), false) {
                                 acted |=
                                     self.restart_with_backoff(pod, c, &cs, &sb, &mut refs).await;
                             } else if let Some(t) = self.tracks.get_mut(&c.name) {
@@ -648,7 +667,11 @@ impl Worker {
                             }
                         }
                         Some(cs) if cs.state == ContainerState::Running => {
-                            acted |= self.check_probes(pod, c, &cs).await;
+                            if self.definition_changed(pod, c, &cs).await {
+                                acted = true;
+                            } else {
+                                acted |= self.check_probes(pod, c, &cs).await;
+                            }
                         }
                         Some(_) => {}
                     }
@@ -785,6 +808,47 @@ impl Worker {
             });
         }
         started
+    }
+
+    /// Restarts a running container whose spec changed (e.g. `kubectl set image` on a pod);
+    /// true when it was stopped.
+    async fn definition_changed(
+        &mut self,
+        pod: &Arc<Pod>,
+        c: &Container,
+        cs: &ContainerStatus,
+    ) -> bool {
+        let now = spec_hash(c);
+        let track = self.tracks.entry(c.name.clone()).or_default();
+        match track.spec_hash {
+            None => {
+                // Adopted after a kubelet restart: take the current spec as its own.
+                track.spec_hash = Some(now);
+                false
+            }
+            Some(h) if h == now => false,
+            Some(_) => {
+                track.probes = None;
+                track.restart_now = true;
+                self.ctx.recorder.pod(
+                    pod,
+                    Some(&c.name),
+                    NORMAL,
+                    "Killing",
+                    format!("Container {} definition changed, will be restarted", c.name),
+                );
+                if let Err(e) = self
+                    .ctx
+                    .shared
+                    .runtime
+                    .stop_container(&cs.id, grace_of(pod))
+                    .await
+                {
+                    warn!(pod = %pod_key(pod), container = %c.name, error = %e, "stop after a spec change");
+                }
+                true
+            }
+        }
     }
 
     /// Acts on probe verdicts of a running container; true when it was killed.
@@ -1049,6 +1113,7 @@ impl Worker {
         t.next_attempt = attempt + 1;
         t.waiting = None;
         t.probes = handle;
+        t.spec_hash = Some(spec_hash(c));
         debug!(pod = %pod_key(pod), container = %c.name, attempt, "started container");
         true
     }
@@ -1456,5 +1521,48 @@ impl Worker {
         if !ctx.shared.sim {
             let _ = std::fs::remove_dir_all(ctx.pod_dir(&self.uid));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies() {
+        assert!(should_restart("Always", 0, false));
+        assert!(should_restart("Always", 1, false));
+        assert!(
+            !should_restart("Always", 0, true),
+            "a finished init container stays done"
+        );
+        assert!(should_restart("Always", 1, true));
+        assert!(should_restart("OnFailure", 2, false));
+        assert!(!should_restart("OnFailure", 0, false));
+        assert!(!should_restart("Never", 1, false));
+    }
+
+    #[test]
+    fn requests_take_the_larger_of_containers_and_init() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}],
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "64Mi"}}},
+                    {"name": "b", "resources": {"limits": {"cpu": "700m"}}}
+                ]
+            }
+        }))
+        .expect("pod");
+        assert_eq!(pod_requests(&pod), (2000, 1 << 30));
+        assert_eq!(grace_of(&pod), Duration::from_secs(30));
+        let c = &pod.spec.as_ref().expect("spec").containers[1];
+        assert_eq!(resources_of(c).cpu_limit_millis, Some(700));
+        assert_eq!(resources_of(c).cpu_request_millis, Some(700));
+        assert_ne!(
+            spec_hash(c),
+            spec_hash(&pod.spec.as_ref().expect("spec").containers[0])
+        );
     }
 }
