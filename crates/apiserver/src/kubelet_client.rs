@@ -110,6 +110,9 @@ pub async fn proxy_logs(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let status = resp.status();
+    if !(200..=206).contains(&status.as_u16()) {
+        return Err(kubelet_error(resp, status.as_u16(), name).await);
+    }
     let stream = BodyStream::new(resp.into_body()).filter_map(|f| async move {
         match f {
             Ok(frame) => Some(Ok::<_, Infallible>(frame)),
@@ -123,4 +126,50 @@ pub async fn proxy_logs(
         http::HeaderValue::from_static("text/plain"),
     );
     Ok(out)
+}
+
+/// Upstream's `GenericHttpResponseChecker`: a kubelet's error answer (text) becomes a Status —
+/// 400 BadRequest and 500 InternalError with the kubelet's words, anything else a generic
+/// server response naming the pod — so kubectl prints the kubelet's message.
+async fn kubelet_error(
+    resp: http::Response<hyper::body::Incoming>,
+    code: u16,
+    pod: &str,
+) -> ApiError {
+    const MAX_READ: usize = 64 * 1024;
+    let mut body = Vec::new();
+    let mut frames = BodyStream::new(resp.into_body());
+    while let Some(Ok(frame)) = frames.next().await {
+        if let Ok(data) = frame.into_data() {
+            body.extend_from_slice(&data);
+            if body.len() >= MAX_READ {
+                body.truncate(MAX_READ);
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&body).trim_end().to_string();
+    match code {
+        400 => ApiError::bad_request(text),
+        500 => ApiError::internal(text),
+        _ => ApiError::new(
+            code,
+            reason_for(code),
+            format!("the server responded with the status code {code} but did not return more information (get pods/log {pod}): {text}"),
+        )
+        .with_details("", "pods/log", pod),
+    }
+}
+
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    }
 }
