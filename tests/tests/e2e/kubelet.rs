@@ -464,6 +464,25 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
         "{huge}"
     );
 
+    // activeDeadlineSeconds: the kubelet stops the pod and fails it.
+    c.apply(
+        "deadline",
+        pod(
+            "deadline",
+            "sim-a",
+            json!({"activeDeadlineSeconds": 2}),
+            json!({}),
+        ),
+    );
+    let d = c.wait_for("pod/deadline", &kubelet, "Failed DeadlineExceeded", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(d["status"]["reason"], "DeadlineExceeded", "{d}");
+    assert!(
+        d["status"]["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{d}"
+    );
+
     // A nodeSelector the node does not match: NodeAffinity.
     c.apply(
         "sel",

@@ -568,6 +568,12 @@ impl Worker {
             self.terminal = true;
             return sync_freq;
         }
+        if let Some(left) = self.deadline_left(pod)
+            && left.is_zero()
+        {
+            self.deadline_exceeded(pod).await;
+            return sync_freq;
+        }
         let sb = match self.ensure_sandbox(pod).await {
             Ok(sb) => sb,
             Err(e) => {
@@ -721,7 +727,58 @@ impl Worker {
         if !self.volumes_ready {
             next = next.min(Duration::from_secs(2));
         }
+        if let Some(left) = self.deadline_left(pod) {
+            next = next.min(left + Duration::from_millis(10));
+        }
         next
+    }
+
+    /// Time left before `spec.activeDeadlineSeconds` (counted from `status.startTime`).
+    fn deadline_left(&self, pod: &Pod) -> Option<Duration> {
+        let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+        let start = self.start_time.as_ref()?.0;
+        let end = start
+            .checked_add(jiff::SignedDuration::from_secs(secs.max(0)))
+            .ok()?;
+        Some(
+            end.duration_since(jiff::Timestamp::now())
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// `activeDeadlineSeconds` passed: stop everything and fail the pod like upstream.
+    async fn deadline_exceeded(&mut self, pod: &Arc<Pod>) {
+        let ctx = self.ctx.clone();
+        let msg = "Pod was active on the node longer than the specified deadline".to_string();
+        ctx.recorder
+            .pod(pod, None, NORMAL, "DeadlineExceeded", msg.clone());
+        for t in self.tracks.values_mut() {
+            t.probes = None;
+        }
+        let mut st = PodStatus::default();
+        if let Some(sb) = self.sandbox.clone() {
+            let view = self.view(&sb).await;
+            for cs in view.values().filter_map(|l| l.first()) {
+                if cs.state == ContainerState::Running {
+                    let _ = ctx
+                        .shared
+                        .runtime
+                        .stop_container(&cs.id, grace_of(pod))
+                        .await;
+                }
+            }
+            let view = self.view(&sb).await;
+            st = self.build_status(pod, &sb, &view, false);
+            let _ = ctx.shared.runtime.stop_sandbox(&sb.id).await;
+        }
+        st.phase = Some("Failed".into());
+        st.reason = Some("DeadlineExceeded".into());
+        st.message = Some(msg);
+        st.start_time = self.start_time.clone();
+        self.patch_status(pod, st).await;
+        self.release();
+        self.terminal = true;
     }
 
     /// Publishes the container table for the kubelet API server.
