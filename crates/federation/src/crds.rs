@@ -106,7 +106,15 @@ fn resources_summary() -> Value {
     props(json!({"cpu": string(), "memory": string(), "pods": string()}))
 }
 
-fn crd(kind: &str, plural: &str, scope: &str, spec: Value, status: Value, columns: Value) -> Value {
+fn crd(
+    kind: &str,
+    plural: &str,
+    short: &[&str],
+    scope: &str,
+    spec: Value,
+    status: Value,
+    columns: Value,
+) -> Value {
     let mut schema = props(json!({
         "apiVersion": string(),
         "kind": string(),
@@ -127,6 +135,7 @@ fn crd(kind: &str, plural: &str, scope: &str, spec: Value, status: Value, column
                 "listKind": format!("{kind}List"),
                 "plural": plural,
                 "singular": kind.to_ascii_lowercase(),
+                "shortNames": short,
                 "categories": ["kumo-federation"],
             },
             "versions": [{
@@ -150,6 +159,7 @@ pub fn definitions() -> Vec<Value> {
     let cluster = crd(
         "Cluster",
         "clusters",
+        &["fcluster"],
         "Cluster",
         props(json!({
             "apiEndpoint": string(),
@@ -172,8 +182,8 @@ pub fn definitions() -> Vec<Value> {
             {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
             {"name": "Version", "type": "string", "jsonPath": ".status.kubernetesVersion"},
             {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodeCount"},
-            {"name": "Provider", "type": "string", "jsonPath": ".metadata.labels.kumo\\.io/provider"},
-            {"name": "Region", "type": "string", "jsonPath": ".metadata.labels.topology\\.kubernetes\\.io/region"},
+            {"name": "Provider", "type": "string", "jsonPath": ".metadata.labels['kumo.io/provider']"},
+            {"name": "Region", "type": "string", "jsonPath": ".metadata.labels['topology.kubernetes.io/region']"},
             age(),
         ]),
     );
@@ -205,6 +215,7 @@ pub fn definitions() -> Vec<Value> {
     let fd = crd(
         "FederatedDeployment",
         "federateddeployments",
+        &["fd", "fdeploy"],
         "Namespaced",
         props(json!({
             "template": free_object(),
@@ -246,6 +257,7 @@ pub fn definitions() -> Vec<Value> {
     let pp = crd(
         "PropagationPolicy",
         "propagationpolicies",
+        &["pp"],
         "Namespaced",
         props(json!({
             "resourceSelectors": array(props(json!({
@@ -269,6 +281,7 @@ pub fn definitions() -> Vec<Value> {
     let work = crd(
         "Work",
         "works",
+        &[],
         "Namespaced",
         props(json!({
             "cluster": string(),

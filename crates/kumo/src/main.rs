@@ -42,6 +42,12 @@ enum Command {
     Scheduler(Box<SchedulerFlags>),
     /// Run a node agent: registers the Node, keeps its Lease, runs its pods.
     Kubelet(Box<KubeletFlags>),
+    /// Run the federation controllers against a host apiserver (installs the CRDs).
+    Federation(Box<kumo_federation::cli::FederationFlags>),
+    /// Register a member cluster with the federation host.
+    Join(Box<kumo_federation::cli::JoinFlags>),
+    /// Unregister a member cluster.
+    Unjoin(Box<kumo_federation::cli::UnjoinFlags>),
     /// Bootstrap tokens for joining nodes (kubeadm token create|list|delete).
     Token {
         #[command(subcommand)]
@@ -950,6 +956,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     _ = shutdown_signal() => Ok(()),
                 }
             })?;
+            Ok(())
+        }
+        Command::Federation(flags) => {
+            kumo_config::init_logging(&flags.log_level, kumo_config::LogFormat::Text);
+            let cfg = flags.config();
+            runtime()?.block_on(async move {
+                tokio::select! {
+                    r = kumo_federation::run(cfg) => r,
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })
+        }
+        Command::Join(flags) => {
+            kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
+            println!("{}", runtime()?.block_on(kumo_federation::cli::join(&flags))?);
+            Ok(())
+        }
+        Command::Unjoin(flags) => {
+            kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
+            println!("{}", runtime()?.block_on(kumo_federation::cli::unjoin(&flags))?);
             Ok(())
         }
         Command::Image { command } => image_command(command),

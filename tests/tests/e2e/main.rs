@@ -8,6 +8,7 @@ mod apiserver_kubectl;
 mod controller_manager;
 mod cri_runtime;
 mod exec_proxy;
+mod federation;
 mod kubelet;
 mod kubelet_server;
 mod process_runtime;

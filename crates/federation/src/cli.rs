@@ -1,0 +1,138 @@
+//! Flags of `kumo federation`, `kumo join` and `kumo unjoin` (the binary only wires them).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use crate::{FederationConfig, JoinOptions};
+
+/// `kumo federation`.
+#[derive(Args, Debug, Clone)]
+pub struct FederationFlags {
+    /// Admin kubeconfig of the federation host apiserver.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// Seconds between member health probes.
+    #[arg(long, default_value_t = 10)]
+    pub health_interval_seconds: u64,
+    /// Seconds between full resyncs (drift correction, status aggregation).
+    #[arg(long, default_value_t = 2)]
+    pub resync_seconds: u64,
+    /// Seconds a member may be NotReady before its replicas move to the others.
+    #[arg(long, default_value_t = 60)]
+    pub toleration_seconds: u64,
+    /// Seconds a failed-over member must be Ready again before replicas move back.
+    #[arg(long, default_value_t = 30)]
+    pub failback_stable_seconds: u64,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+impl FederationFlags {
+    pub fn config(&self) -> FederationConfig {
+        FederationConfig {
+            host_kubeconfig: self.kubeconfig.clone(),
+            health_interval: Duration::from_secs(self.health_interval_seconds.max(1)),
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+            toleration: Duration::from_secs(self.toleration_seconds),
+            failback_stable: Duration::from_secs(self.failback_stable_seconds),
+        }
+    }
+}
+
+/// `kumo join NAME`.
+#[derive(Args, Debug, Clone)]
+pub struct JoinFlags {
+    /// Name of the member cluster (the Cluster object).
+    pub name: String,
+    /// Kubeconfig with admin rights in the member (used once, never stored).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Context of the member kubeconfig (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Admin kubeconfig of the federation host.
+    #[arg(long)]
+    pub host_kubeconfig: PathBuf,
+    /// `kumo.io/provider` label (aws, gcp, baremetal, local …).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// `topology.kubernetes.io/region` label.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// `topology.kubernetes.io/zone` label.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Extra labels, `key=value` (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// API endpoint the host uses for the member (default: the member kubeconfig's server).
+    #[arg(long)]
+    pub api_endpoint: Option<String>,
+}
+
+impl JoinFlags {
+    pub fn options(&self) -> anyhow::Result<JoinOptions> {
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--label {l:?}: want key=value"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(JoinOptions {
+            name: self.name.clone(),
+            member_kubeconfig: self.kubeconfig.clone(),
+            member_context: self.context.clone(),
+            host_kubeconfig: self.host_kubeconfig.clone(),
+            provider: self.provider.clone(),
+            region: self.region.clone(),
+            zone: self.zone.clone(),
+            labels,
+            api_endpoint: self.api_endpoint.clone(),
+        })
+    }
+}
+
+/// `kumo unjoin NAME`.
+#[derive(Args, Debug, Clone)]
+pub struct UnjoinFlags {
+    /// Name of the member cluster.
+    pub name: String,
+    /// Admin kubeconfig of the federation host.
+    #[arg(long)]
+    pub host_kubeconfig: PathBuf,
+    /// Member kubeconfig: also remove the federation's ServiceAccount there (revokes its token).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of the member kubeconfig.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// Runs `kumo join`; returns the line to print.
+pub async fn join(flags: &JoinFlags) -> anyhow::Result<String> {
+    let r = crate::join(&flags.options()?).await?;
+    Ok(format!(
+        "cluster {} joined ({}) in {} ms",
+        flags.name,
+        r.api_endpoint,
+        r.elapsed.as_millis()
+    ))
+}
+
+/// Runs `kumo unjoin`; returns the line to print.
+pub async fn unjoin(flags: &UnjoinFlags) -> anyhow::Result<String> {
+    crate::unjoin(
+        &flags.name,
+        &flags.host_kubeconfig,
+        flags.kubeconfig.as_deref(),
+        flags.context.as_deref(),
+    )
+    .await?;
+    Ok(format!("cluster {} unjoined", flags.name))
+}
