@@ -970,12 +970,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Join(flags) => {
             kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
-            println!("{}", runtime()?.block_on(kumo_federation::cli::join(&flags))?);
+            let line = runtime()?.block_on(kumo_federation::cli::join(&flags))?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Unjoin(flags) => {
             kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
-            println!("{}", runtime()?.block_on(kumo_federation::cli::unjoin(&flags))?);
+            let line = runtime()?.block_on(kumo_federation::cli::unjoin(&flags))?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Image { command } => image_command(command),
