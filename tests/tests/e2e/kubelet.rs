@@ -464,6 +464,28 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
         "{huge}"
     );
 
+    // A sidecar (init container with restartPolicy Always) keeps running next to the app.
+    c.apply(
+        "side",
+        pod(
+            "side",
+            "sim-a",
+            json!({"initContainers": [{"name": "proxy", "image": "busybox:latest", "restartPolicy": "Always"}]}),
+            json!({}),
+        ),
+    );
+    let side = c.wait_for("pod/side", &kubelet, "Running and Ready", |p| {
+        condition(p, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    let ics = &side["status"]["initContainerStatuses"][0];
+    assert!(ics["state"]["running"].is_object(), "{side}");
+    assert_eq!(ics["started"], true, "{side}");
+    assert_eq!(
+        condition(&side, "Initialized").expect("Initialized")["status"],
+        "True"
+    );
+    assert_eq!(side["status"]["phase"], "Running");
+
     // activeDeadlineSeconds: the kubelet stops the pod and fails it.
     c.apply(
         "deadline",

@@ -98,6 +98,14 @@ pub struct Worker {
     last_pod: Option<Arc<Pod>>,
     /// Running when this kubelet started: admitted without checks, but its requests count.
     adopted: bool,
+    /// Every init container completed once (sidecars started): later exits of sidecars no
+    /// longer hold the app containers back.
+    initialized: bool,
+}
+
+/// An init container with `restartPolicy: Always` (a sidecar, Kubernetes 1.29+).
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
 }
 
 impl std::fmt::Debug for Worker {
@@ -243,6 +251,7 @@ impl Worker {
             next_backoff: None,
             last_pod: None,
             adopted: false,
+            initialized: false,
         };
         if let Some(sb) = adopt {
             info!(uid = %w.uid, sandbox = %sb.id, "adopting running pod sandbox");
@@ -483,6 +492,8 @@ impl Worker {
                         t.probes = None;
                     }
                     self.sandbox = None;
+                    // A new sandbox runs the init containers again, like upstream.
+                    self.initialized = false;
                 }
                 Err(e) => return Err(e.to_string()),
             }
@@ -628,6 +639,45 @@ impl Worker {
         if self.volumes_ready {
             for ic in spec.init_containers.iter().flatten() {
                 let latest = view.get(&ic.name).and_then(|v| v.first()).cloned();
+                if is_sidecar(ic) {
+                    // A sidecar (init container with restartPolicy Always) runs for the pod's
+                    // life: the next init container starts once it has started; it is
+                    // restarted whenever it exits.
+                    let ready = match latest {
+                        None => {
+                            acted |= self.start(pod, ic, &sb, &mut refs).await;
+                            false
+                        }
+                        Some(cs) if cs.state == ContainerState::Exited => {
+                            acted |= self
+                                .restart_with_backoff(pod, ic, &cs, &sb, &mut refs)
+                                .await;
+                            false
+                        }
+                        Some(cs) if cs.state == ContainerState::Running => {
+                            if self.definition_changed(pod, ic, &cs).await
+                                || self.check_probes(pod, ic, &cs).await
+                            {
+                                acted = true;
+                                false
+                            } else {
+                                self.tracks
+                                    .get(&ic.name)
+                                    .and_then(|t| t.probes.as_ref())
+                                    .is_none_or(|h| h.state().started)
+                            }
+                        }
+                        Some(_) => false,
+                    };
+                    if ready || self.initialized {
+                        continue;
+                    }
+                    init_done = false;
+                    break;
+                }
+                if self.initialized {
+                    continue;
+                }
                 match latest {
                     None => {
                         acted |= self.start(pod, ic, &sb, &mut refs).await;
@@ -653,6 +703,7 @@ impl Worker {
                 }
             }
             if init_done {
+                self.initialized = true;
                 for c in &spec.containers {
                     let latest = view.get(&c.name).and_then(|v| v.first()).cloned();
                     match latest {
@@ -1259,15 +1310,30 @@ impl Worker {
             .flatten()
             .map(|c| self.container_status(c, view.get(&c.name), "PodInitializing"))
             .collect();
+        let sidecar = |name: &str| {
+            spec.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == name && is_sidecar(c))
+        };
         let init_incomplete: Vec<String> = inits
             .iter()
             .filter(|s| {
+                if sidecar(&s.name) {
+                    return s.started != Some(true);
+                }
                 s.state
                     .as_ref()
                     .and_then(|st| st.terminated.as_ref())
                     .is_none_or(|t| t.exit_code != 0)
             })
             .map(|s| s.name.clone())
+            .collect();
+        // Sidecars do not decide the phase: their status is "running", never "completed".
+        let regular_inits: Vec<K8sStatus> = inits
+            .iter()
+            .filter(|s| !sidecar(&s.name))
+            .cloned()
             .collect();
         let app_pending = if init_incomplete.is_empty() {
             "ContainerCreating"
@@ -1280,7 +1346,16 @@ impl Worker {
             .map(|c| self.container_status(c, view.get(&c.name), app_pending))
             .collect();
         let policy = restart_policy(pod);
-        let phase = status::phase(&policy, &inits, &containers, init_failed);
+        let phase = if init_incomplete.is_empty() {
+            status::phase(&policy, &[], &containers, init_failed)
+        } else {
+            status::phase(&policy, &regular_inits, &containers, init_failed)
+        };
+        let phase = if !init_incomplete.is_empty() && phase != "Failed" {
+            "Pending"
+        } else {
+            phase
+        };
         let unready: Vec<String> = containers
             .iter()
             .filter(|s| !s.ready)
