@@ -641,6 +641,24 @@ fn busybox_store(dir: &Path) -> PathBuf {
     store
 }
 
+/// Whether a process whose command line contains `marker` runs on this machine.
+fn marker_running(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+}
+
 /// The current log file of `container` in `pod` as the kubelet wrote it.
 fn container_log(root: &Path, pod: &Value, container: &str) -> String {
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
@@ -822,11 +840,40 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
     let logs = c.ok(&["logs", "app"]);
     assert!(logs.contains("GREETING=hello"), "{logs}");
 
-    // A kubelet restart adopts the running pod instead of restarting it.
+    // A kubelet restart adopts the running pod instead of restarting it, and cleans up a
+    // pod force-deleted while it was down.
+    c.apply(
+        "gone",
+        pod(
+            "gone",
+            node,
+            json!({"containers": [{"name": "c", "image": "busybox:latest",
+                "command": ["sh", "-c", "while true; do sleep 1; done; echo marker-7f3a9"]}]}),
+            json!({}),
+        ),
+    );
+    let gone = c.wait_for("pod/gone", &kubelet, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let gone_dir = root
+        .join("pods")
+        .join(gone["metadata"]["uid"].as_str().unwrap_or("x"));
+    assert!(gone_dir.exists(), "{}", gone_dir.display());
+    assert!(marker_running("marker-7f3a9"));
     let before = c.get_json("pod/app").expect("pod app");
     let cid = before["status"]["containerStatuses"][0]["containerID"].clone();
     kubelet.stop();
+    c.ok(&["delete", "pod", "gone", "--grace-period=0", "--force"]);
     let kubelet = KubeletProc::start(&api, dir, node, &kubelet_args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while marker_running("marker-7f3a9") || gone_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the force-deleted pod's processes or directory survived the kubelet restart\n{}",
+            tail(&kubelet.log_text(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let lines = |p: &Value| container_log(&root, p, "c").matches("NOW=").count();
     let seen = lines(&before);
     c.wait_for(

@@ -149,6 +149,11 @@ pub async fn run(shared: Arc<Shared>, nodes: Vec<Arc<NodeCtx>>) -> anyhow::Resul
                                 }
                             }
                             adopt.retain(|uid, _| seen.contains(uid));
+                            if !shared.sim {
+                                for np in by_node.values() {
+                                    remove_orphan_dirs(&np.ctx, &seen);
+                                }
+                            }
                         }
                     }
                     Err(e) => warn!(error = %e, "pod watch error; retrying"),
@@ -171,6 +176,40 @@ pub async fn run(shared: Arc<Shared>, nodes: Vec<Arc<NodeCtx>>) -> anyhow::Resul
                     service_refresh = std::time::Instant::now();
                     refresh_kube_service(&shared).await;
                 }
+            }
+        }
+    }
+}
+
+/// Removes the volume and log directories of pods deleted while the kubelet was down
+/// (upstream's orphaned pod directory clean-up). Only plain directories under the kubelet's
+/// own roots are touched; hostPath volumes live elsewhere and symlinks are not followed.
+fn remove_orphan_dirs(ctx: &NodeCtx, live: &HashSet<String>) {
+    if let Ok(entries) = std::fs::read_dir(ctx.root_dir.join("pods")) {
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if !live.contains(&uid) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                info!(uid, "removing the directory of a pod that no longer exists");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    // A --pod-log-dir outside the root dir may be shared with other kubelets: leave it.
+    if !ctx.pod_log_dir.starts_with(&ctx.root_dir) {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(&ctx.pod_log_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // <namespace>_<name>_<uid>
+            let Some(uid) = name.rsplit('_').next() else {
+                continue;
+            };
+            if name.matches('_').count() >= 2
+                && !live.contains(uid)
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
