@@ -655,6 +655,51 @@ async fn process_runtime_exit_codes_stop_oom_and_start_errors() {
     assert_eq!(st.exit_code, Some(137), "{st:?}");
     assert_eq!(st.reason.as_deref(), Some("OOMKilled"), "{st:?}");
 
+    // Limits land in the container's cgroup (v1 or v2, whichever the host has).
+    let mut limited = env.container("jobs", "limited", &["sleep", "inf"]);
+    limited.resources = Resources {
+        cpu_limit_millis: Some(250),
+        cpu_request_millis: Some(100),
+        memory_limit_bytes: Some(64 * 1024 * 1024),
+    };
+    let limited_id = run(rt, &sandbox, &sb, &limited).await;
+    let pod_cg = format!("kumo/pod{}/{limited_id}", sb.pod_uid);
+    let read = |p: String| std::fs::read_to_string(&p).map(|s| s.trim().to_string());
+    if let Ok(max) = read(format!("/sys/fs/cgroup/{pod_cg}/memory.max")) {
+        assert_eq!(max, (64 * 1024 * 1024).to_string());
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/{pod_cg}/cpu.max")).expect("cpu.max"),
+            "25000 100000"
+        );
+    } else {
+        assert_eq!(
+            read(format!(
+                "/sys/fs/cgroup/memory/{pod_cg}/memory.limit_in_bytes"
+            ))
+            .expect("memory limit"),
+            (64 * 1024 * 1024).to_string()
+        );
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/cpu/{pod_cg}/cpu.cfs_quota_us")).expect("quota"),
+            "25000"
+        );
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/cpu/{pod_cg}/cpu.shares")).expect("shares"),
+            "102"
+        );
+        // The container's process is in it.
+        let procs = read(format!("/sys/fs/cgroup/memory/{pod_cg}/cgroup.procs")).expect("procs");
+        assert!(
+            procs
+                .lines()
+                .any(|p| p == env.container_pid(&limited_id).to_string()),
+            "{procs}"
+        );
+    }
+    rt.stop_container(&limited_id, Duration::ZERO)
+        .await
+        .expect("stop");
+
     // A container under a memory limit that stays below it runs normally.
     let mut small = env.container(
         "jobs",
@@ -910,4 +955,51 @@ async fn process_runtime_deleted_state_dir_ends_pods() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Where overlayfs cannot be used (the runtime root on overlayfs itself, as in many CI
+/// containers), containers get a private copy of the image instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runtime_copied_rootfs() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let env = Env::new();
+    let store = ImageStore::open(&env.dir.path().join("images")).expect("store");
+    let rt = ProcessRuntime::with_options(
+        &env.dir.path().join("runtime"),
+        store.clone(),
+        ProcessRuntimeOptions {
+            helper_binary: Some(kumo_tests::kumo_bin()),
+            copy_rootfs: true,
+            ..Default::default()
+        },
+    )
+    .expect("runtime");
+    let sb = env.sandbox_config("copy");
+    let sandbox = rt.run_sandbox(&sb).await.expect("sandbox");
+    let c = env.container(
+        "copy",
+        "c",
+        &["sh", "-c", "echo changed > /bin/busybox-note && head -1 /etc/passwd && cat /proc/self/mountinfo | head -1"],
+    );
+    let id = run(&rt, &sandbox, &sb, &c).await;
+    let st = wait_exited(&rt, &id).await;
+    assert_eq!(st.exit_code, Some(0), "{st:?}");
+    let recs = log_records(&c.log_path);
+    assert!(
+        recs.contains(&(
+            "stdout".into(),
+            "F".into(),
+            "root:x:0:0:root:/root:/bin/sh".into()
+        )),
+        "{recs:?}"
+    );
+    assert!(
+        !recs.iter().any(|(_, _, l)| l.contains(" overlay ")),
+        "the root is not an overlay: {recs:?}"
+    );
+    let image = store.resolve(IMAGE).expect("image");
+    assert!(!store.rootfs(&image.id).join("bin/busybox-note").exists());
+    rt.remove_sandbox(&sandbox).await.expect("remove");
 }

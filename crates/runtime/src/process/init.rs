@@ -501,17 +501,24 @@ fn start_inner(cdir: &Path) -> io::Result<Never> {
         upper.display(),
         work.display()
     );
-    if let Err(e) = mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    ) {
+    let overlay = if rec.copy_rootfs {
+        Err(nix::errno::Errno::EOPNOTSUPP)
+    } else {
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+    };
+    if let Err(e) = overlay {
         // No overlayfs (or an overlay upper dir): a private copy of the image instead.
-        report(&format!(
-            "overlay mount failed ({e}); copying the image root filesystem"
-        ));
+        if !rec.copy_rootfs {
+            report(&format!(
+                "overlay mount failed ({e}); copying the image root filesystem"
+            ));
+        }
         let copy = cdir.join("rootfs-copy");
         if !copy.exists() {
             let tmp = cdir.join("rootfs-copy.tmp");

@@ -73,6 +73,10 @@ pub struct ProcessRuntimeOptions {
     pub host_ip: Option<String>,
     /// Plain processes even when running as root.
     pub plain: bool,
+    /// Give containers a copy of the image root filesystem instead of an overlay mount
+    /// (without this the copy is only the fallback when mounting the overlay fails, e.g. with
+    /// the runtime root on overlayfs itself).
+    pub copy_rootfs: bool,
 }
 
 /// The process runtime. Cheap to clone.
@@ -98,6 +102,7 @@ struct Inner {
     cgroups: Cgroups,
     network: Option<Network>,
     host_ip: String,
+    copy_rootfs: bool,
     /// Container id → sandbox id (see `containers_of`).
     index: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -189,6 +194,7 @@ impl ProcessRuntime {
                 cgroups,
                 network,
                 host_ip,
+                copy_rootfs: opts.copy_rootfs,
                 index: Default::default(),
             }),
         })
@@ -724,6 +730,7 @@ impl Runtime for ProcessRuntime {
             cgroup,
             resources: config.resources.into(),
             privileged: config.privileged,
+            copy_rootfs: self.inner.copy_rootfs,
             created_at: jiff::Timestamp::now(),
         };
         write_json(&dir.join("container.json"), &rec)?;

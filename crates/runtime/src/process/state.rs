@@ -113,6 +113,10 @@ pub struct ContainerRecord {
     pub cgroup: Option<String>,
     pub resources: ResourcesRecord,
     pub privileged: bool,
+    /// Copy the image instead of mounting an overlay (set when overlayfs is known not to
+    /// work here; the copy is also the automatic fallback when the overlay mount fails).
+    #[serde(default)]
+    pub copy_rootfs: bool,
     pub created_at: jiff::Timestamp,
 }
 
