@@ -107,6 +107,78 @@ fn resolve_port(c: &Container, port: &IntOrString) -> Result<u16, String> {
     }
 }
 
+/// A byte stream a probe request runs over (plain TCP or TLS).
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Upstream's HTTPS probes do not verify the server certificate (`InsecureSkipVerify`):
+/// a probe checks liveness, not identity.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client configuration of HTTPS probes, built once.
+fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
 /// One HTTP GET; success is a status in 200..400.
 pub async fn http_get(t: &Target, action: &HTTPGetAction, timeout: Duration) -> ProbeResult {
     let port = resolve_port(&t.container, &action.port)?;
@@ -123,15 +195,22 @@ pub async fn http_get(t: &Target, action: &HTTPGetAction, timeout: Duration) -> 
         format!("/{path}")
     };
     let url = format!("{}://{host}:{port}{path}", scheme.to_lowercase());
-    if scheme.eq_ignore_ascii_case("HTTPS") {
-        return Err(format!(
-            "Get \"{url}\": HTTPS probes are not supported by kumo's kubelet"
-        ));
-    }
+    let https = scheme.eq_ignore_ascii_case("HTTPS");
     let run = async {
-        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: {e}"))?;
+        let mut stream: Box<dyn Stream> = if https {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(insecure_tls()?)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
         let mut req = format!("GET {path} HTTP/1.1\r\n");
         let mut has_host = false;
         let mut has_ua = false;
@@ -379,5 +458,108 @@ pub fn spawn(
         container_id: target.container_id,
         state,
         tasks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+
+    fn target(port: u16) -> Target {
+        Target {
+            runtime: Arc::new(kumo_runtime::sim::SimRuntime::new(false)),
+            container_id: "x".into(),
+            pod_ip: "127.0.0.1".into(),
+            container: Container {
+                name: "c".into(),
+                ports: Some(vec![ContainerPort {
+                    name: Some("web".into()),
+                    container_port: i32::from(port),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Answers one request per connection with `status`.
+    async fn serve(listener: tokio::net::TcpListener, status: u16, tls: bool) {
+        let acceptor = tls.then(|| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("config");
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut s: Box<dyn Stream> = match acceptor {
+                    Some(a) => match a.accept(tcp).await {
+                        Ok(t) => Box::new(t),
+                        Err(_) => return,
+                    },
+                    None => Box::new(tcp),
+                };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn http_and_https_probes() {
+        for (status, tls, ok) in [(200, false, true), (503, false, false), (204, true, true)] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = l.local_addr().expect("addr").port();
+            tokio::spawn(serve(l, status, tls));
+            let action = HTTPGetAction {
+                port: IntOrString::String("web".into()),
+                scheme: tls.then(|| "HTTPS".to_string()),
+                path: Some("/healthz".into()),
+                ..Default::default()
+            };
+            let r = http_get(&target(port), &action, Duration::from_secs(5)).await;
+            assert_eq!(r.is_ok(), ok, "status {status} tls {tls}: {r:?}");
+            if !ok {
+                assert_eq!(r, Err("HTTP probe failed with statuscode: 503".to_string()));
+            }
+        }
+        // Nothing listening: a dial error naming the address.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        let tcp = TCPSocketAction {
+            port: IntOrString::Int(i32::from(port)),
+            host: None,
+        };
+        let r = super::tcp(&target(port), &tcp, Duration::from_secs(2)).await;
+        assert!(r.is_err_and(|e| e.contains(&format!("127.0.0.1:{port}"))));
     }
 }
