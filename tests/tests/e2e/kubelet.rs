@@ -967,6 +967,47 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
     });
 
+    // Graceful termination: the preStop hook runs, then SIGTERM reaches the container, which
+    // both leave a file in a hostPath volume (DirectoryOrCreate).
+    let host_dir = dir.join("hostvol");
+    c.apply(
+        "stopper",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "stopper", "namespace": "default"},
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": 10,
+                "containers": [{
+                    "name": "c", "image": "busybox:latest",
+                    "command": ["sh", "-c", "trap 'echo term > /host/term; exit 0' TERM; while true; do sleep 1; done"],
+                    "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /host/prestop"]}}},
+                    "volumeMounts": [{"name": "host", "mountPath": "/host"}]
+                }],
+                "volumes": [{"name": "host", "hostPath": {"path": host_dir.display().to_string(), "type": "DirectoryOrCreate"}}]
+            }
+        }),
+    );
+    c.wait_for("pod/stopper", &kubelet, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert!(
+        host_dir.is_dir(),
+        "hostPath DirectoryOrCreate did not create {}",
+        host_dir.display()
+    );
+    c.ok(&["delete", "pod", "stopper", "--timeout=60s"]);
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("prestop")).unwrap_or_default(),
+        "prestop\n",
+        "preStop hook did not run"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("term")).unwrap_or_default(),
+        "term\n",
+        "the container did not get SIGTERM"
+    );
+
     // A memory limit is enforced: the container is OOM-killed and the pod fails.
     c.apply(
         "oom",
