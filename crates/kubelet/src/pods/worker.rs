@@ -1033,20 +1033,16 @@ impl Worker {
         let rt = ctx.shared.runtime.clone();
         let track = self.tracks.entry(c.name.clone()).or_default();
         let image = c.image.clone().unwrap_or_default();
-        if let Some((delay, until)) = track.image_backoff
+        if let Some((_, until)) = track.image_backoff
             && Instant::now() < until
         {
             let msg = format!("Back-off pulling image \"{image}\"");
             track.waiting = Some(("ImagePullBackOff".into(), msg));
-            let _ = delay;
             self.next_backoff = Some(self.next_backoff.map_or(until, |n| n.min(until)));
             return false;
         }
-        let info = match rt.ensure_image(&image).await {
-            Ok(info) => {
-                track.image_backoff = None;
-                info
-            }
+        match rt.ensure_image(&image).await {
+            Ok(_) => track.image_backoff = None,
             Err(e) => {
                 let delay = track
                     .image_backoff
@@ -1129,7 +1125,6 @@ impl Worker {
             .collect();
         let command = env::expand_all(c.command.as_deref().unwrap_or(&[]), &env);
         let args = env::expand_all(c.args.as_deref().unwrap_or(&[]), &env);
-        let _ = info;
         let config = ContainerConfig {
             name: c.name.clone(),
             attempt,
