@@ -453,6 +453,13 @@ pub async fn lease_loop(
                     api.replace(&node, &PostParams::default(), &lease).await
                 }
                 Ok(None) => {
+                    // The owner is the Node as it is now (it may have been re-registered
+                    // with a new uid, which is also why the old Lease is gone).
+                    let nodes: Api<Node> = Api::all(api.clone().into_client());
+                    let node_uid = match nodes.get_opt(&node).await {
+                        Ok(Some(n)) => n.metadata.uid.unwrap_or_default(),
+                        _ => node_uid.clone(),
+                    };
                     let lease = Lease {
                         metadata: ObjectMeta {
                             name: Some(node.clone()),
