@@ -4,6 +4,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The kubelet's metrics; `registry` is what `/metrics` serves.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub registry: Registry,
@@ -64,6 +65,10 @@ impl Metrics {
         registry.register(Box::new(pod_worker_duration.clone()))?;
         registry.register(Box::new(node_name.clone()))?;
         registry.register(Box::new(restarted_containers.clone()))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes … of the kubelet itself.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             running_pods,
@@ -73,5 +78,34 @@ impl Metrics {
             node_name,
             restarted_containers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_names_are_registered() {
+        let m = Metrics::new().expect("metrics");
+        m.running_pods.set(2);
+        m.running_containers.with_label_values(&["running"]).set(3);
+        m.node_name.with_label_values(&["n1"]).set(1);
+        m.pod_start_duration.observe(0.4);
+        let names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        for want in [
+            "kubelet_running_pods",
+            "kubelet_running_containers",
+            "kubelet_pod_start_duration_seconds",
+            "kubelet_node_name",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
     }
 }
