@@ -88,6 +88,7 @@ pub async fn run(cfg: FederationConfig) -> anyhow::Result<()> {
 
     for (ar, wakes) in [
         (crds::fd_resource(), vec![fd_wake.clone()]),
+        (crds::pp_resource(), vec![fd_wake.clone()]),
         (
             crds::cluster_resource(),
             vec![fd_wake.clone(), cluster_wake.clone()],
@@ -465,6 +466,17 @@ async fn reconcile_all(
             warn!(federateddeployment = %key, error = %format!("{e:#}"), "reconcile");
         }
     }
+    let papi: Api<DynamicObject> = Api::all_with(host.clone(), &crds::pp_resource());
+    for pol in papi.list(&ListParams::default()).await?.items {
+        let key = format!(
+            "{}/{}",
+            pol.metadata.namespace.clone().unwrap_or_default(),
+            pol.metadata.name.clone().unwrap_or_default()
+        );
+        if let Err(e) = reconcile_pp(host, members, cfg, &views, pol).await {
+            warn!(propagationpolicy = %key, error = %format!("{e:#}"), "reconcile");
+        }
+    }
     Ok(())
 }
 
@@ -583,43 +595,27 @@ async fn reconcile_fd(
 
     // Works in the host, then the members.
     let target_names: BTreeSet<&str> = targets.iter().map(|t| t.cluster.as_str()).collect();
-    for w in &works {
-        let cluster = str_at(&w.data, "/spec/cluster").unwrap_or_default();
-        if target_names.contains(cluster) {
-            continue;
-        }
-        // A failed-over member keeps its old replicas until it is back (then they go).
-        let keep = lock(members).get(cluster).is_some_and(|m| !m.ready);
-        if !keep {
-            remove_work(host, members, w).await?;
-        }
-    }
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    prune_works(host, members, &works, &target_names).await?;
     let mut cluster_status = Vec::new();
     let (mut ready, mut avail, mut updated, mut current) = (0i64, 0i64, 0i64, 0i64);
     let mut all_applied = true;
     let mut desired_total = 0i64;
     for t in &targets {
         desired_total += i64::from(t.replicas);
-        let wns = member_namespace(&t.cluster);
-        let wapi: Api<DynamicObject> =
-            Api::namespaced_with(host.clone(), &wns, &crds::work_resource());
         let wname = work_name(&ns, &name);
-        let work = json!({
-            "apiVersion": crate::API_VERSION, "kind": "Work",
-            "metadata": {"name": wname, "namespace": wns, "labels": {LABEL_OWNER: owner}},
-            "spec": {"cluster": t.cluster, "workload": {"manifests": t.manifests}},
-        });
-        wapi.patch(&wname, &pp, &Patch::Apply(&work))
-            .await
-            .with_context(|| format!("work {wns}/{wname}"))?;
-        let client = lock(members)
-            .get(&t.cluster)
-            .filter(|m| m.ready)
-            .map(|m| m.client.clone());
         let mut cs = json!({"name": t.cluster, "scheduledReplicas": t.replicas, "replicas": 0,
             "readyReplicas": 0, "availableReplicas": 0, "updatedReplicas": 0});
-        let Some(client) = client else {
+        let Some((client, err)) = sync_work(
+            host,
+            members,
+            &t.cluster,
+            &wname,
+            &owner,
+            &t.manifests,
+            &now,
+        )
+        .await?
+        else {
             all_applied = false;
             cs["conditions"] = json!([condition(
                 &[],
@@ -632,22 +628,6 @@ async fn reconcile_fd(
             cluster_status.push(cs);
             continue;
         };
-        let (results, err) = apply_manifests(&client, &t.manifests).await;
-        let wstatus = json!({"status": {
-            "manifests": results,
-            "conditions": [condition(&[], "Applied", err.is_none(), if err.is_none() { "Applied" } else { "ApplyFailed" },
-                err.as_deref().unwrap_or(""), &now)],
-        }});
-        let old_w = wapi.get_status(&wname).await.ok();
-        if old_w
-            .as_ref()
-            .and_then(|w| w.data.pointer("/status/manifests"))
-            != wstatus.pointer("/status/manifests")
-        {
-            let _ = wapi
-                .patch_status(&wname, &PatchParams::default(), &Patch::Merge(&wstatus))
-                .await;
-        }
         if let Some(e) = err {
             all_applied = false;
             cs["conditions"] = json!([condition(&[], "Applied", false, "ApplyFailed", &e, &now)]);
@@ -729,6 +709,271 @@ async fn reconcile_fd(
         ],
     });
     write_status(&fapi, &name, &old_status, st).await
+}
+
+/// Adds our finalizer, or on deletion removes what the owner propagated and then the
+/// finalizer. Returns false when the object is being deleted (nothing else to do).
+async fn finalize(
+    host: &kube::Client,
+    members: &Members,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    works: &[DynamicObject],
+) -> anyhow::Result<bool> {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    if obj.metadata.deletion_timestamp.is_some() {
+        if finalizers.iter().any(|f| f == FINALIZER) {
+            for w in works {
+                remove_work(host, members, w).await?;
+            }
+            let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
+            )
+            .await?;
+        }
+        return Ok(false);
+    }
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        let mut f = finalizers;
+        f.push(FINALIZER.into());
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": f, "resourceVersion": obj.metadata.resource_version}})),
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// A label selector as a list-call selector string (`k=v,k in (a,b),!k`).
+fn selector_string(sel: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in ml {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
+        }
+    }
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        match e
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+        {
+            "In" => parts.push(format!("{key} in ({})", values.join(","))),
+            "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
+            "Exists" => parts.push(key.to_string()),
+            "DoesNotExist" => parts.push(format!("!{key}")),
+            _ => {}
+        }
+    }
+    parts.join(",")
+}
+
+/// A PropagationPolicy: the objects its resourceSelectors pick in its namespace go, with
+/// their namespace, to every Ready cluster its placement selects (one Work per member).
+async fn reconcile_pp(
+    host: &kube::Client,
+    members: &Members,
+    cfg: &FederationConfig,
+    views: &[ClusterView],
+    pol: DynamicObject,
+) -> anyhow::Result<()> {
+    let ns = pol.metadata.namespace.clone().unwrap_or_default();
+    let name = pol.metadata.name.clone().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &crds::pp_resource());
+    let owner = format!("pp.{ns}.{name}");
+    let works = list_works(host, &owner).await?;
+    if !finalize(host, members, &api, &pol, &works).await? {
+        return Ok(());
+    }
+    let old_status = pol.data.get("status").cloned().unwrap_or(json!({}));
+    let old_conds: Vec<Value> = old_status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let now = now_rfc3339();
+    let generation = pol.metadata.generation.unwrap_or(0);
+    let refuse_with = |reason: &str, message: String| {
+        json!({
+            "observedGeneration": generation,
+            "conditions": [condition(&old_conds, "Scheduled", false, reason, &message, &now)],
+        })
+    };
+    let placement_spec = pol
+        .data
+        .pointer("/spec/placement")
+        .cloned()
+        .unwrap_or(json!({}));
+    let selected = match placement::select(&placement_spec, views) {
+        Ok(s) => s,
+        Err(e) => {
+            return write_status(&api, &name, &old_status, refuse_with(e.reason, e.message)).await;
+        }
+    };
+    let clusters: Vec<String> = {
+        let g = lock(members);
+        selected
+            .into_iter()
+            .filter(|c| g.get(c).is_some_and(|m| schedulable(m, cfg)))
+            .collect()
+    };
+    let mut objects = Vec::new();
+    for rs in pol
+        .data
+        .pointer("/spec/resourceSelectors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(ar) = core::resource_of(rs) else {
+            return write_status(
+                &api,
+                &name,
+                &old_status,
+                refuse_with(
+                    "InvalidSelector",
+                    "resourceSelectors need apiVersion and kind".into(),
+                ),
+            )
+            .await;
+        };
+        let rapi: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &ar);
+        let found = if let Some(n) = rs.get("name").and_then(Value::as_str) {
+            match rapi.get(n).await {
+                Ok(o) => vec![o],
+                Err(e) if is_not_found(&e) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            let sel = rs
+                .get("labelSelector")
+                .map(selector_string)
+                .unwrap_or_default();
+            rapi.list(&ListParams::default().labels(&sel)).await?.items
+        };
+        for o in found {
+            let mut v = serde_json::to_value(&o)?;
+            v["apiVersion"] = rs["apiVersion"].clone();
+            v["kind"] = rs["kind"].clone();
+            objects.push(clean(v, &owner));
+        }
+    }
+    let mut manifests =
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
+    manifests.extend(objects);
+    let manifests = order(manifests);
+    let targets: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
+    prune_works(host, members, &works, &targets).await?;
+    let wname = format!("pp-{ns}-{name}");
+    let mut errors = Vec::new();
+    for c in &clusters {
+        match sync_work(host, members, c, &wname, &owner, &manifests, &now).await? {
+            Some((_, None)) => {}
+            Some((_, Some(e))) => errors.push(format!("{c}: {e}")),
+            None => errors.push(format!("{c}: not Ready")),
+        }
+    }
+    let placement_text = clusters.join(",");
+    let st = json!({
+        "observedGeneration": generation,
+        "placement": placement_text,
+        "conditions": [
+            condition(&old_conds, "Scheduled", true, "Scheduled", &format!("{} objects to {placement_text}", manifests.len() - 1), &now),
+            condition(&old_conds, "Applied", errors.is_empty(), if errors.is_empty() { "Applied" } else { "ApplyFailed" }, &errors.join("; "), &now),
+        ],
+    });
+    write_status(&api, &name, &old_status, st).await
+}
+
+/// Removes the Works (and what they applied) of clusters no longer targeted. A member that
+/// is down or failed over keeps its Work (and old replicas) until it is back and stable.
+async fn prune_works(
+    host: &kube::Client,
+    members: &Members,
+    works: &[DynamicObject],
+    targets: &BTreeSet<&str>,
+) -> anyhow::Result<()> {
+    for w in works {
+        let cluster = str_at(&w.data, "/spec/cluster").unwrap_or_default();
+        if targets.contains(cluster) {
+            continue;
+        }
+        let keep = lock(members)
+            .get(cluster)
+            .is_some_and(|m| !m.ready || m.failed_over);
+        if !keep {
+            remove_work(host, members, w).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one member's Work in the host and, if the member is Ready, applies its manifests
+/// there and records the result in the Work's status. `None` when the member is not Ready;
+/// otherwise the member client and the apply error, if any.
+async fn sync_work(
+    host: &kube::Client,
+    members: &Members,
+    cluster: &str,
+    wname: &str,
+    owner: &str,
+    manifests: &[Value],
+    now: &str,
+) -> anyhow::Result<Option<(kube::Client, Option<String>)>> {
+    let wns = member_namespace(cluster);
+    let wapi: Api<DynamicObject> = Api::namespaced_with(host.clone(), &wns, &crds::work_resource());
+    let work = json!({
+        "apiVersion": crate::API_VERSION, "kind": "Work",
+        "metadata": {"name": wname, "namespace": wns, "labels": {LABEL_OWNER: owner}},
+        "spec": {"cluster": cluster, "workload": {"manifests": manifests}},
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    wapi.patch(wname, &pp, &Patch::Apply(&work))
+        .await
+        .with_context(|| format!("work {wns}/{wname}"))?;
+    let client = lock(members)
+        .get(cluster)
+        .filter(|m| m.ready)
+        .map(|m| m.client.clone());
+    let Some(client) = client else {
+        return Ok(None);
+    };
+    let (results, err) = apply_manifests(&client, manifests).await;
+    let wstatus = json!({"status": {
+        "manifests": results,
+        "conditions": [condition(&[], "Applied", err.is_none(), if err.is_none() { "Applied" } else { "ApplyFailed" },
+            err.as_deref().unwrap_or(""), now)],
+    }});
+    let old_w = wapi.get_status(wname).await.ok();
+    if old_w
+        .as_ref()
+        .and_then(|w| w.data.pointer("/status/manifests"))
+        != wstatus.pointer("/status/manifests")
+    {
+        let _ = wapi
+            .patch_status(wname, &PatchParams::default(), &Patch::Merge(&wstatus))
+            .await;
+    }
+    Ok(Some((client, err)))
 }
 
 /// Writes `status` unless it equals the old one (a status write is a watch event: writing an
@@ -859,6 +1104,24 @@ fn clean(mut obj: Value, owner: &str) -> Value {
     if let Some(o) = obj.as_object_mut() {
         o.remove("status");
     }
+    // A member allocates its own Service IPs and node ports.
+    if obj["kind"] == "Service"
+        && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        for k in ["clusterIP", "clusterIPs"] {
+            spec.remove(k);
+        }
+        for p in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = p.as_object_mut() {
+                p.remove("nodePort");
+            }
+        }
+    }
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in [
             "uid",
@@ -988,6 +1251,36 @@ fn matches_target(entry: &Value, view: &ClusterView) -> bool {
     by_name || by_sel
 }
 
+/// The shares of the last Capacity division if it is still valid: same generation, Scheduled,
+/// and every cluster that got replicas still schedulable.
+fn previous_capacity_shares(
+    fd: &DynamicObject,
+    schedulable_now: &[String],
+) -> Option<std::collections::BTreeMap<String, u32>> {
+    let st = fd.data.get("status")?;
+    if st.get("observedGeneration").and_then(Value::as_i64) != fd.metadata.generation {
+        return None;
+    }
+    let scheduled = st
+        .get("conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .any(|c| c["type"] == "Scheduled" && c["status"] == "True");
+    if !scheduled {
+        return None;
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for c in st.get("clusters").and_then(Value::as_array)? {
+        let name = c.get("name").and_then(Value::as_str)?;
+        let n = c.get("scheduledReplicas").and_then(Value::as_u64)? as u32;
+        if n > 0 && !schedulable_now.iter().any(|s| s == name) {
+            return None;
+        }
+        out.insert(name.to_string(), n);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Placement, division, overrides and dependencies: what each member should run, or why not.
 async fn plan(
     host: &kube::Client,
@@ -1081,7 +1374,19 @@ async fn plan(
             }
             cands.push(cand);
         }
-        match division::divided(total, &cands) {
+        // Capacity decisions are sticky: the member's free capacity shrinks by the very pods
+        // placed there, so re-dividing on every probe would move replicas back and forth.
+        // A new generation or a placed member becoming unschedulable divides again.
+        let previous = if capacity {
+            previous_capacity_shares(fd, &schedulable_now)
+        } else {
+            None
+        };
+        let divided = match previous {
+            Some(p) => Ok(p),
+            None => division::divided(total, &cands),
+        };
+        match divided {
             Ok(s) => s,
             Err(e) => {
                 let reason = match e {

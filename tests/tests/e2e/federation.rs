@@ -18,6 +18,7 @@ struct Cluster {
     name: String,
     data: PathBuf,
     kubeconfig: PathBuf,
+    up_args: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -49,40 +50,45 @@ fn kumo(args: &[&str]) -> String {
 impl Cluster {
     fn up(root: &std::path::Path, name: &str, nodes: u32) -> Cluster {
         let data = root.join(name);
-        let d = data.to_str().expect("utf-8 path").to_string();
-        let ports = [free_port(), free_port(), free_port(), free_port()];
-        let (n, p0, p1, p2, p3) = (
+        let mut up_args: Vec<String> = vec![
+            "up".into(),
+            "--detach".into(),
+            "--data-dir".into(),
+            data.to_str().expect("utf-8 path").into(),
+            "--nodes".into(),
             nodes.to_string(),
-            ports[0].to_string(),
-            ports[1].to_string(),
-            ports[2].to_string(),
-            ports[3].to_string(),
-        );
+            "--runtime".into(),
+            "sim".into(),
+        ];
+        for flag in [
+            "--store-port",
+            "--store-metrics-port",
+            "--apiserver-port",
+            "--kubelet-port",
+        ] {
+            up_args.push(flag.into());
+            up_args.push(free_port().to_string());
+        }
         let c = Cluster {
             name: name.into(),
             kubeconfig: data.join("kubeconfig"),
             data,
+            up_args,
         };
-        let out = kumo(&[
-            "up",
-            "--detach",
-            "--data-dir",
-            &d,
-            "--nodes",
-            &n,
-            "--runtime",
-            "sim",
-            "--store-port",
-            &p0,
-            "--store-metrics-port",
-            &p1,
-            "--apiserver-port",
-            &p2,
-            "--kubelet-port",
-            &p3,
-        ]);
-        assert!(out.contains("KUBECONFIG="), "{out}");
+        c.start();
         c
+    }
+
+    /// `kumo up --detach` with this cluster's data dir and ports (again after `stop`).
+    fn start(&self) {
+        let argv: Vec<&str> = self.up_args.iter().map(String::as_str).collect();
+        let out = kumo(&argv);
+        assert!(out.contains("KUBECONFIG="), "{out}");
+    }
+
+    /// `kumo down`: every component of this member stops (its data stays).
+    fn stop(&self) {
+        kumo(&["down", "--data-dir", self.data.to_str().expect("utf-8")]);
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
@@ -134,8 +140,13 @@ impl Cluster {
 
     /// Ready pods of `app=web` in namespace `shop`.
     fn ready_pods(&self) -> usize {
+        self.ready_pods_of("web")
+    }
+
+    /// Ready pods of `app=<app>` in namespace `shop`.
+    fn ready_pods_of(&self, app: &str) -> usize {
         self.get(
-            &["pods", "-n", "shop", "-l", "app=web"],
+            &["pods", "-n", "shop", "-l", &format!("app={app}")],
             r#"{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#,
         )
         .split_whitespace()
@@ -148,6 +159,7 @@ impl Cluster {
 struct Federation {
     child: Child,
     log: PathBuf,
+    host_kubeconfig: PathBuf,
 }
 
 impl Drop for Federation {
@@ -161,7 +173,17 @@ impl Federation {
     fn log_tail(&self) -> String {
         let body = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = body.lines().rev().take(30).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        let state = Command::new(kubectl_bin("1.33"))
+            .arg("--kubeconfig")
+            .arg(&self.host_kubeconfig)
+            .args(["get", "clusters,fd,pp,works", "-A", "-o", "yaml"])
+            .output()
+            .map(|o| text(&o))
+            .unwrap_or_default();
+        format!(
+            "{}\n--- host objects\n{state}",
+            lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 }
 
@@ -232,7 +254,8 @@ fn federation_divides_overrides_heals_and_cleans_up() {
     let host = Cluster::up(tmp.path(), "host", 0);
     let members: Vec<Cluster> = ["m1", "m2", "m3"]
         .iter()
-        .map(|m| Cluster::up(tmp.path(), m, 2))
+        // m3 is smaller (one node): capacity-based division must see it.
+        .map(|m| Cluster::up(tmp.path(), m, if *m == "m3" { 1 } else { 2 }))
         .collect();
 
     let log = tmp.path().join("federation.log");
@@ -240,12 +263,19 @@ fn federation_divides_overrides_heals_and_cleans_up() {
         .args(["federation", "--kubeconfig"])
         .arg(&host.kubeconfig)
         .args(["--health-interval-seconds", "2", "--resync-seconds", "1"])
+        .args([
+            "--toleration-seconds",
+            "6",
+            "--failback-stable-seconds",
+            "6",
+        ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).expect("log"))
         .stderr(std::fs::File::create(tmp.path().join("federation.err")).expect("log"))
         .spawn()
         .expect("start kumo federation");
     let fed = Federation {
+        host_kubeconfig: host.kubeconfig.clone(),
         child,
         log: tmp.path().join("federation.err"),
     };
@@ -294,7 +324,7 @@ fn federation_divides_overrides_heals_and_cleans_up() {
             &["clusters"],
             r#"{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.status.nodeCount}{" "}{end}"#,
         );
-        (ready == "True 2 True 2 True 2").then_some(())
+        (ready == "True 2 True 2 True 1").then_some(())
     });
     let table = host.ok(&["get", "clusters"]);
     assert!(
@@ -419,6 +449,119 @@ fn federation_divides_overrides_heals_and_cleans_up() {
     );
     assert!(msg.contains("nowhere"), "{msg}");
     assert!(members.iter().all(|m| m.ready_pods() == 6));
+
+    // Capacity: 6 pods asking 10 cores each over 64/64/32 free cores (fits 6/6/3) → 3/2/1
+    // (largest remainder, the tie between m1 and m2 to m1), and it stays there once its own
+    // pods use the capacity.
+    let batch = fd_yaml(
+        "    type: Divided\n    divisionPreference: Capacity",
+        "  - {clusters: [m3], labels: {size: small}}",
+    )
+    .replace("{name: web, namespace", "{name: batch, namespace")
+    .replace("{name: web, labels", "{name: batch, labels")
+    .replace("app: web", "app: batch")
+    .replace(
+        "image: kumo.test/busybox:1\n",
+        "image: kumo.test/busybox:1\n            resources: {requests: {cpu: \"10\"}}\n",
+    );
+    let out = host.apply(&batch);
+    assert!(out.status.success(), "{}", text(&out));
+    until("capacity division 3/2/1", &fed, || {
+        let got: Vec<usize> = members.iter().map(|m| m.ready_pods_of("batch")).collect();
+        (got == [3, 2, 1]).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5)); // two health probes see the pods' requests
+    let placement = host.get(&["fd", "batch", "-n", "shop"], "{.status.placement}");
+    assert_eq!(placement, "m1:3,m2:2,m3:1");
+    assert_eq!(
+        members[2].get(
+            &["deploy", "batch", "-n", "shop"],
+            "{.metadata.labels.size}"
+        ),
+        "small"
+    );
+    host.ok(&["delete", "fd", "batch", "-n", "shop"]);
+    until("batch gone", &fed, || {
+        members
+            .iter()
+            .all(|m| {
+                m.get(&["deploy", "batch", "-n", "shop"], "{.metadata.name}")
+                    .is_empty()
+            })
+            .then_some(())
+    });
+
+    // A Service propagated by a PropagationPolicy to the members it selects only.
+    let out = host.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop, labels: {federate: "yes"}}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: federation.kumo.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: services, namespace: shop}
+spec:
+  resourceSelectors:
+  - {apiVersion: v1, kind: Service, labelSelector: {matchLabels: {federate: "yes"}}}
+  placement:
+    clusters: [m1, m2]
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    until("the Service in m1 and m2", &fed, || {
+        let port = |m: &Cluster| m.get(&["service", "web", "-n", "shop"], "{.spec.ports[0].port}");
+        (port(&members[0]) == "80" && port(&members[1]) == "80").then_some(())
+    });
+    assert!(
+        members[2]
+            .get(&["service", "web", "-n", "shop"], "{.metadata.name}")
+            .is_empty()
+    );
+    assert_eq!(
+        host.get(&["pp", "services", "-n", "shop"], "{.status.placement}"),
+        "m1,m2"
+    );
+    host.ok(&["delete", "pp", "services", "-n", "shop"]);
+    until("the Service gone from the members", &fed, || {
+        members
+            .iter()
+            .all(|m| {
+                m.get(&["service", "web", "-n", "shop"], "{.metadata.name}")
+                    .is_empty()
+            })
+            .then_some(())
+    });
+
+    // Failover: m3 stops; after the toleration (6 s) its share runs in m1 and m2; when it is
+    // back and stable (6 s), the declared 2/2/2 returns.
+    let out = host.apply(&fd_yaml(&weighted([1, 1, 1]), IMAGE_OVERRIDE));
+    assert!(out.status.success(), "{}", text(&out));
+    until("2/2/2 again", &fed, || {
+        let got: Vec<usize> = members.iter().map(Cluster::ready_pods).collect();
+        (got == [2, 2, 2]).then_some(())
+    });
+    members[2].stop();
+    until("m3 NotReady", &fed, || {
+        (host.get(
+            &["cluster", "m3"],
+            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+        ) == "False")
+            .then_some(())
+    });
+    until("m3's replicas in m1 and m2", &fed, || {
+        let placed = host.get(&["fd", "web", "-n", "shop"], "{.status.placement}");
+        let ready = members[0].ready_pods() + members[1].ready_pods();
+        (placed == "m1:3,m2:3" && ready == 6).then_some(())
+    });
+    members[2].start();
+    until("2/2/2 after failback", &fed, || {
+        let placed = host.get(&["fd", "web", "-n", "shop"], "{.status.placement}");
+        let got: Vec<usize> = members.iter().map(Cluster::ready_pods).collect();
+        (placed == "m1:2,m2:2,m3:2" && got == [2, 2, 2]).then_some(())
+    });
 
     // Delete: everything propagated disappears from every member.
     host.ok(&["delete", "fd", "web", "-n", "shop", "--wait=true"]);
