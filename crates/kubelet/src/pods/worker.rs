@@ -738,6 +738,17 @@ impl Worker {
         if acted {
             view = self.view(&sb).await;
         }
+        // Container GC: keep the current and the previous attempt of each container (what
+        // status `lastState` and `kubectl logs --previous` need); older ones go.
+        for list in view.values_mut() {
+            for old in list.drain(2.min(list.len())..) {
+                if old.state == ContainerState::Exited
+                    && let Err(e) = ctx.shared.runtime.remove_container(&old.id).await
+                {
+                    debug!(container = %old.id, error = %e, "could not remove an old attempt");
+                }
+            }
+        }
         let st = self.build_status(pod, &sb, &view, init_failed);
         let phase = st.phase.clone().unwrap_or_default();
         if !self.running_reported && phase == "Running" {
