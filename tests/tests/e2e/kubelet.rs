@@ -952,6 +952,11 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
         crash["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 2,
         "{crash}"
     );
+    // Both the last attempt and the one before it keep their logs.
+    let logs = c.ok(&["logs", "crash"]);
+    assert!(logs.contains("dying"), "{logs}");
+    let previous = c.ok(&["logs", "crash", "--previous"]);
+    assert!(previous.contains("dying"), "{previous}");
 
     // A missing image: ErrImagePull, then ImagePullBackOff.
     c.apply(
