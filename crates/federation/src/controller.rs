@@ -65,8 +65,9 @@ struct Member {
     ready: bool,
     not_ready_since: Option<Instant>,
     ready_since: Option<Instant>,
-    /// Set once NotReady beyond the toleration; cleared after `failback_stable` of Ready.
-    failed_over: bool,
+    /// Length of the last finished NotReady period: a member back from an outage longer
+    /// than an object's toleration gets replicas again only after `failback_stable`.
+    last_outage: Duration,
     /// Free allocatable (cpu millicores, memory bytes, pods).
     free: (i64, i64, i64),
 }
@@ -208,7 +209,7 @@ async fn member_client(
         ready: false,
         not_ready_since: None,
         ready_since: None,
-        failed_over: false,
+        last_outage: Duration::ZERO,
         free: (0, 0, 0),
     });
     m.client = client.clone();
@@ -371,7 +372,7 @@ async fn probe(
         let mut g = lock(members);
         match g.get_mut(&name) {
             Some(m) => {
-                let was = schedulable(m, cfg);
+                let was = schedulable(m, cfg.toleration, cfg.failback_stable);
                 if let Ok((_, t)) = &result {
                     m.free = (
                         ((t.alloc.0 - t.req.0) * 1000.0) as i64,
@@ -381,25 +382,16 @@ async fn probe(
                 }
                 if ready && !m.ready {
                     m.ready_since = Some(Instant::now());
-                    m.not_ready_since = None;
+                    m.last_outage = m
+                        .not_ready_since
+                        .take()
+                        .map_or(Duration::ZERO, |t| t.elapsed());
                 } else if !ready && m.ready {
                     m.not_ready_since = Some(Instant::now());
                     m.ready_since = None;
                 }
                 m.ready = ready;
-                if !ready
-                    && m.not_ready_since
-                        .is_some_and(|t| t.elapsed() >= cfg.toleration)
-                {
-                    m.failed_over = true;
-                }
-                if ready
-                    && m.ready_since
-                        .is_some_and(|t| t.elapsed() >= cfg.failback_stable)
-                {
-                    m.failed_over = false;
-                }
-                was != schedulable(m, cfg)
+                was != schedulable(m, cfg.toleration, cfg.failback_stable)
             }
             None => false,
         }
@@ -414,13 +406,15 @@ async fn probe(
     Ok(changed)
 }
 
-/// Whether a member takes part in division: Ready (or NotReady within the toleration), and not
-/// failed over (a returning member waits for `failback_stable` first: hysteresis).
-fn schedulable(m: &Member, cfg: &FederationConfig) -> bool {
-    !m.failed_over
-        && (m.ready
-            || m.not_ready_since
-                .is_some_and(|t| t.elapsed() < cfg.toleration))
+/// Whether a member takes part in division for an object tolerating `toleration` of
+/// NotReady: Ready (or NotReady for less than that), and, back from a longer outage, Ready for
+/// `stable` already (hysteresis: a flapping member does not pull replicas back and forth).
+fn schedulable(m: &Member, toleration: Duration, stable: Duration) -> bool {
+    if m.ready {
+        m.last_outage < toleration || m.ready_since.is_some_and(|t| t.elapsed() >= stable)
+    } else {
+        m.not_ready_since.is_some_and(|t| t.elapsed() < toleration)
+    }
 }
 
 // ---- federated deployments -----------------------------------------------------------------
@@ -522,34 +516,8 @@ async fn reconcile_fd(
     let fapi: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &crds::fd_resource());
     let owner = owner_key(&ns, &name);
     let works = list_works(host, &owner).await?;
-    let finalizers = fd.metadata.finalizers.clone().unwrap_or_default();
-
-    if fd.metadata.deletion_timestamp.is_some() {
-        if !finalizers.iter().any(|f| f == FINALIZER) {
-            return Ok(());
-        }
-        for w in &works {
-            remove_work(host, members, w).await?;
-        }
-        let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-        fapi.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
-        )
-        .await?;
-        info!(federateddeployment = %format!("{ns}/{name}"), "propagated objects deleted");
+    if !finalize(host, members, &fapi, &fd, &works).await? {
         return Ok(());
-    }
-    if !finalizers.iter().any(|f| f == FINALIZER) {
-        let mut f = finalizers.clone();
-        f.push(FINALIZER.into());
-        fapi.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": f, "resourceVersion": fd.metadata.resource_version}})),
-        )
-        .await?;
     }
 
     let old_status = fd.data.get("status").cloned().unwrap_or(json!({}));
@@ -595,7 +563,16 @@ async fn reconcile_fd(
 
     // Works in the host, then the members.
     let target_names: BTreeSet<&str> = targets.iter().map(|t| t.cluster.as_str()).collect();
-    prune_works(host, members, &works, &target_names).await?;
+    let toleration = object_toleration(&fd, cfg);
+    prune_works(
+        host,
+        members,
+        &works,
+        &target_names,
+        toleration,
+        cfg.failback_stable,
+    )
+    .await?;
     let mut cluster_status = Vec::new();
     let (mut ready, mut avail, mut updated, mut current) = (0i64, 0i64, 0i64, 0i64);
     let mut all_applied = true;
@@ -734,6 +711,7 @@ async fn finalize(
                 &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
             )
             .await?;
+            info!(object = %name, "propagated objects deleted");
         }
         return Ok(false);
     }
@@ -833,7 +811,10 @@ async fn reconcile_pp(
         let g = lock(members);
         selected
             .into_iter()
-            .filter(|c| g.get(c).is_some_and(|m| schedulable(m, cfg)))
+            .filter(|c| {
+                g.get(c)
+                    .is_some_and(|m| schedulable(m, cfg.toleration, cfg.failback_stable))
+            })
             .collect()
     };
     let mut objects = Vec::new();
@@ -882,7 +863,15 @@ async fn reconcile_pp(
     manifests.extend(objects);
     let manifests = order(manifests);
     let targets: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
-    prune_works(host, members, &works, &targets).await?;
+    prune_works(
+        host,
+        members,
+        &works,
+        &targets,
+        cfg.toleration,
+        cfg.failback_stable,
+    )
+    .await?;
     let wname = format!("pp-{ns}-{name}");
     let mut errors = Vec::new();
     for c in &clusters {
@@ -904,6 +893,14 @@ async fn reconcile_pp(
     write_status(&api, &name, &old_status, st).await
 }
 
+/// `spec.replicaScheduling.tolerationSeconds` of a federated object, else the default.
+fn object_toleration(obj: &DynamicObject, cfg: &FederationConfig) -> Duration {
+    obj.data
+        .pointer("/spec/replicaScheduling/tolerationSeconds")
+        .and_then(Value::as_u64)
+        .map_or(cfg.toleration, Duration::from_secs)
+}
+
 /// Removes the Works (and what they applied) of clusters no longer targeted. A member that
 /// is down or failed over keeps its Work (and old replicas) until it is back and stable.
 async fn prune_works(
@@ -911,6 +908,8 @@ async fn prune_works(
     members: &Members,
     works: &[DynamicObject],
     targets: &BTreeSet<&str>,
+    toleration: Duration,
+    stable: Duration,
 ) -> anyhow::Result<()> {
     for w in works {
         let cluster = str_at(&w.data, "/spec/cluster").unwrap_or_default();
@@ -919,7 +918,7 @@ async fn prune_works(
         }
         let keep = lock(members)
             .get(cluster)
-            .is_some_and(|m| !m.ready || m.failed_over);
+            .is_some_and(|m| !schedulable(m, toleration, stable));
         if !keep {
             remove_work(host, members, w).await?;
         }
@@ -1317,7 +1316,11 @@ async fn plan(
         let g = lock(members);
         selected
             .iter()
-            .filter(|c| g.get(*c).is_some_and(|m| schedulable(m, cfg)))
+            .filter(|c| {
+                g.get(*c).is_some_and(|m| {
+                    schedulable(m, object_toleration(fd, cfg), cfg.failback_stable)
+                })
+            })
             .cloned()
             .collect()
     };

@@ -449,6 +449,14 @@ fn federation_divides_overrides_heals_and_cleans_up() {
     );
     assert!(msg.contains("nowhere"), "{msg}");
     assert!(members.iter().all(|m| m.ready_pods() == 6));
+    let none = fd_yaml("    type: Duplicated", IMAGE_OVERRIDE)
+        .replace("values: [local]", "values: [mars]");
+    let out = host.apply(&none);
+    assert!(out.status.success(), "{}", text(&out));
+    until("NoClusterSelected", &fed, || {
+        (condition(&host, "Scheduled") == "False NoClusterSelected").then_some(())
+    });
+    assert!(members.iter().all(|m| m.ready_pods() == 6));
 
     // Capacity: 6 pods asking 10 cores each over 64/64/32 free cores (fits 6/6/3) → 3/2/1
     // (largest remainder, the tie between m1 and m2 to m1), and it stays there once its own
