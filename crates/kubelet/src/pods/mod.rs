@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kumo_runtime::SandboxStatus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -103,7 +103,8 @@ pub async fn run(shared: Arc<Shared>, nodes: Vec<Arc<NodeCtx>>) -> anyhow::Resul
         shared.runtime.list_sandboxes().await.unwrap_or_default();
     let api: Api<Pod> = Api::all(shared.client.clone());
     let cfg = watcher::Config::default().fields(&field_selector);
-    let mut stream = watcher(api, cfg).boxed();
+    // Backoff on errors: without it an unreachable apiserver is retried in a tight loop.
+    let mut stream = watcher(api, cfg).default_backoff().boxed();
     let mut listed: Option<HashSet<String>> = None;
     let mut cleaned = false;
     let mut tick = tokio::time::interval(shared.sync_frequency);
