@@ -230,7 +230,23 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let api = ApiServerProc::start(StoreKind::Kumo, dir, &[]).expect("apiserver");
-    let kubelet = KubeletProc::start(&api, dir, "sim-a", &["--container-runtime", "sim"]);
+    let kubelet = KubeletProc::start(
+        &api,
+        dir,
+        "sim-a",
+        &[
+            "--container-runtime",
+            "sim",
+            "--node-labels",
+            "disk=ssd,zone=a",
+            "--register-with-taints",
+            "dedicated=sim:PreferNoSchedule",
+            "--system-reserved",
+            "cpu=1,memory=1Gi",
+            "--max-pods",
+            "50",
+        ],
+    );
     let c = Cluster { api: &api, dir };
 
     // The Node registers Ready with the hollow capacity and upstream's labels.
@@ -238,7 +254,29 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
         condition(n, "Ready").is_some_and(|r| r["status"] == "True")
     });
     assert_eq!(node["status"]["capacity"]["cpu"], "32", "{node}");
-    assert_eq!(node["status"]["capacity"]["pods"], "110", "{node}");
+    assert_eq!(node["status"]["capacity"]["pods"], "50", "{node}");
+    assert_eq!(
+        node["status"]["capacity"]["memory"], "268435456Ki",
+        "{node}"
+    );
+    // allocatable = capacity - system-reserved - the 100Mi hard eviction threshold
+    assert_eq!(node["status"]["allocatable"]["cpu"], "31", "{node}");
+    assert_eq!(
+        node["status"]["allocatable"]["memory"],
+        format!("{}Ki", (256u64 << 20) - (1 << 20) - 100 * 1024),
+        "{node}"
+    );
+    assert_eq!(node["metadata"]["labels"]["disk"], "ssd", "{node}");
+    assert_eq!(node["metadata"]["labels"]["zone"], "a", "{node}");
+    assert_eq!(node["spec"]["taints"][0]["key"], "dedicated", "{node}");
+    assert_eq!(
+        node["spec"]["taints"][0]["effect"], "PreferNoSchedule",
+        "{node}"
+    );
+    assert_eq!(
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 0,
+        "{node}"
+    );
     assert_eq!(
         node["metadata"]["labels"]["kubernetes.io/hostname"], "sim-a",
         "{node}"
@@ -511,7 +549,7 @@ fn sim_kubelet_registers_node_runs_and_deletes_pods() {
         pod(
             "sel",
             "sim-a",
-            json!({"nodeSelector": {"disk": "ssd"}}),
+            json!({"nodeSelector": {"disk": "hdd"}}),
             json!({}),
         ),
     );
