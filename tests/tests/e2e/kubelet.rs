@@ -1177,3 +1177,99 @@ fn cri_kubelet_runs_pods_on_containerd() {
     drop(kubelet);
     drop(ctd);
 }
+
+#[test]
+fn sim_kubelet_joins_with_a_bootstrap_token() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let api = ApiServerProc::start(StoreKind::Kumo, dir, &[]).expect("apiserver");
+    // The controllers that approve and sign kubelet client CSRs and publish cluster-info.
+    let cm_log = std::fs::File::create(dir.join("controller-manager.log")).expect("log");
+    let _cm = KubeletProc {
+        child: Some(
+            Command::new(kumo_bin())
+                .arg("controller-manager")
+                .arg("--kubeconfig")
+                .arg(&api.kubeconfig)
+                .args([
+                    "--leader-elect",
+                    "false",
+                    "--port",
+                    &kumo_tests::free_port().to_string(),
+                ])
+                .args([
+                    "--controllers",
+                    "csrapproving,csrsigning,bootstrapsigner,tokencleaner",
+                ])
+                .arg("--cluster-signing-cert-file")
+                .arg(api.cert_dir.join("ca.crt"))
+                .arg("--cluster-signing-key-file")
+                .arg(api.cert_dir.join("ca.key"))
+                .stdin(Stdio::null())
+                .stdout(cm_log.try_clone().expect("log"))
+                .stderr(cm_log)
+                .spawn()
+                .expect("spawn controller-manager"),
+        ),
+        log: dir.join("controller-manager.log"),
+    };
+    let out = Command::new(kumo_bin())
+        .args(["token", "create", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .arg("--print-join-command")
+        .output()
+        .expect("kumo token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let join = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let words: Vec<&str> = join.split_whitespace().collect();
+    assert_eq!(words[..2], ["kumo", "kubelet"], "{join}");
+    // Run the printed join command (plus this node's local settings).
+    let root = dir.join("joined");
+    let log = dir.join("kubelet-joined.log");
+    let logf = std::fs::File::create(&log).expect("log");
+    let kubelet = KubeletProc {
+        child: Some(
+            Command::new(kumo_bin())
+                .args(&words[1..])
+                .args([
+                    "--hostname-override",
+                    "joined",
+                    "--container-runtime",
+                    "sim",
+                ])
+                .args([
+                    "--port",
+                    "0",
+                    "--healthz-port",
+                    "0",
+                    "--node-ip",
+                    "127.0.0.1",
+                ])
+                .arg("--root-dir")
+                .arg(&root)
+                .stdin(Stdio::null())
+                .stdout(logf.try_clone().expect("log"))
+                .stderr(logf)
+                .spawn()
+                .expect("spawn kumo kubelet"),
+        ),
+        log,
+    };
+    let c = Cluster { api: &api, dir };
+    c.wait_for("node/joined", &kubelet, "Ready=True", |n| {
+        condition(n, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    // It runs with its own node identity from the signed CSR.
+    let kubeconfig = std::fs::read_to_string(root.join("kubelet.conf")).expect("kubelet.conf");
+    assert!(kubeconfig.contains("client-certificate"), "{kubeconfig}");
+    let csrs = c.ok(&["get", "csr", "-o", "jsonpath={.items[*].spec.username}"]);
+    assert!(csrs.contains("system:bootstrap:"), "{csrs}");
+    c.apply("jp", pod("jp", "joined", json!({}), json!({})));
+    c.wait_for("pod/jp", &kubelet, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+}
