@@ -26,6 +26,7 @@ use petgraph::graph::DiGraph;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+use crate::availability::Availability;
 use crate::core::{self, is_not_found, parse_quantity, str_at};
 use crate::division::{self, Candidate};
 use crate::placement::{self, ClusterView};
@@ -58,16 +59,14 @@ impl FederationConfig {
     }
 }
 
+/// Federated objects reconciled at once.
+const RECONCILE_CONCURRENCY: usize = 8;
+
 /// What the controllers know about one member.
 struct Member {
     client: kube::Client,
     secret_rv: String,
-    ready: bool,
-    not_ready_since: Option<Instant>,
-    ready_since: Option<Instant>,
-    /// Length of the last finished NotReady period: a member back from an outage longer
-    /// than an object's toleration gets replicas again only after `failback_stable`.
-    last_outage: Duration,
+    avail: Availability,
     /// Free allocatable (cpu millicores, memory bytes, pods).
     free: (i64, i64, i64),
 }
@@ -206,10 +205,7 @@ async fn member_client(
     let m = g.entry(name).or_insert_with(|| Member {
         client: client.clone(),
         secret_rv: rv.clone(),
-        ready: false,
-        not_ready_since: None,
-        ready_since: None,
-        last_outage: Duration::ZERO,
+        avail: Availability::default(),
         free: (0, 0, 0),
     });
     m.client = client.clone();
@@ -380,17 +376,7 @@ async fn probe(
                         (t.alloc.2 - t.req.2) as i64,
                     );
                 }
-                if ready && !m.ready {
-                    m.ready_since = Some(Instant::now());
-                    m.last_outage = m
-                        .not_ready_since
-                        .take()
-                        .map_or(Duration::ZERO, |t| t.elapsed());
-                } else if !ready && m.ready {
-                    m.not_ready_since = Some(Instant::now());
-                    m.ready_since = None;
-                }
-                m.ready = ready;
+                m.avail.observe(ready, Instant::now(), cfg.failback_stable);
                 was != schedulable(m, cfg.toleration, cfg.failback_stable)
             }
             None => false,
@@ -410,11 +396,7 @@ async fn probe(
 /// NotReady: Ready (or NotReady for less than that), and, back from a longer outage, Ready for
 /// `stable` already (hysteresis: a flapping member does not pull replicas back and forth).
 fn schedulable(m: &Member, toleration: Duration, stable: Duration) -> bool {
-    if m.ready {
-        m.last_outage < toleration || m.ready_since.is_some_and(|t| t.elapsed() >= stable)
-    } else {
-        m.not_ready_since.is_some_and(|t| t.elapsed() < toleration)
-    }
+    m.avail.schedulable(toleration, stable, Instant::now())
 }
 
 // ---- federated deployments -----------------------------------------------------------------
@@ -450,16 +432,22 @@ async fn reconcile_all(
         .collect();
     let fapi: Api<DynamicObject> = Api::all_with(host.clone(), &crds::fd_resource());
     let fds = fapi.list(&ListParams::default()).await?;
-    for fd in fds.items {
-        let key = format!(
-            "{}/{}",
-            fd.metadata.namespace.clone().unwrap_or_default(),
-            fd.metadata.name.clone().unwrap_or_default()
-        );
-        if let Err(e) = reconcile_fd(host, members, cfg, &views, fd).await {
-            warn!(federateddeployment = %key, error = %format!("{e:#}"), "reconcile");
-        }
-    }
+    // Objects are independent: a few at a time, so one slow member does not hold up the rest.
+    futures::stream::iter(fds.items)
+        .for_each_concurrent(RECONCILE_CONCURRENCY, |fd| {
+            let views = &views;
+            async move {
+                let key = format!(
+                    "{}/{}",
+                    fd.metadata.namespace.clone().unwrap_or_default(),
+                    fd.metadata.name.clone().unwrap_or_default()
+                );
+                if let Err(e) = reconcile_fd(host, members, cfg, views, fd).await {
+                    warn!(federateddeployment = %key, error = %format!("{e:#}"), "reconcile");
+                }
+            }
+        })
+        .await;
     let papi: Api<DynamicObject> = Api::all_with(host.clone(), &crds::pp_resource());
     for pol in papi.list(&ListParams::default()).await?.items {
         let key = format!(
@@ -951,7 +939,7 @@ async fn sync_work(
         .with_context(|| format!("work {wns}/{wname}"))?;
     let client = lock(members)
         .get(cluster)
-        .filter(|m| m.ready)
+        .filter(|m| m.avail.ready)
         .map(|m| m.client.clone());
     let Some(client) = client else {
         return Ok(None);

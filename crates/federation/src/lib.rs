@@ -9,6 +9,7 @@
 //! - [`controller`]: cluster health/status, scheduling, Work materialisation and apply,
 //!   status aggregation, deletion cascade.
 
+pub mod availability;
 pub mod cli;
 pub mod controller;
 pub mod core;
