@@ -234,19 +234,28 @@ pub async fn join(opts: &JoinOptions) -> anyhow::Result<JoinReport> {
         labels.insert(crate::LABEL_ZONE.into(), z.clone());
     }
     let clusters: Api<DynamicObject> = Api::all_with(host.clone(), &crds::cluster_resource());
-    clusters
-        .patch(
-            &opts.name,
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": crate::API_VERSION, "kind": "Cluster",
-                "metadata": {"name": opts.name, "labels": labels},
-                "spec": {"apiEndpoint": endpoint,
-                         "secretRef": {"namespace": SECRETS_NS, "name": secret_name}},
-            })),
-        )
+    let cluster = json!({
+        "apiVersion": crate::API_VERSION, "kind": "Cluster",
+        "metadata": {"name": opts.name, "labels": labels},
+        "spec": {"apiEndpoint": endpoint,
+                 "secretRef": {"namespace": SECRETS_NS, "name": secret_name}},
+    });
+    match clusters
+        .patch(&opts.name, &pp, &Patch::Apply(&cluster))
         .await
-        .context("create the Cluster in the host (is `kumo federation` running, with its CRDs?)")?;
+    {
+        Ok(_) => {}
+        // Joining before `kumo federation` ever ran: install the CRDs (idempotent) so the
+        // order in which `kumo up --members` starts things does not matter.
+        Err(e) if core::is_not_found(&e) => {
+            crds::install(&host, Duration::from_secs(30)).await?;
+            clusters
+                .patch(&opts.name, &pp, &Patch::Apply(&cluster))
+                .await
+                .context("create the Cluster in the host")?;
+        }
+        Err(e) => return Err(e).context("create the Cluster in the host"),
+    }
     let elapsed = start.elapsed();
     info!(cluster = %opts.name, endpoint = %endpoint, ?elapsed, "member joined");
     Ok(JoinReport {
