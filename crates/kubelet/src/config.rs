@@ -43,6 +43,12 @@ pub struct KubeletConfig {
     pub image_store: Option<PathBuf>,
     /// `--max-pods`.
     pub max_pods: u32,
+    /// `--rotate-certificates`: renew the client certificate before it expires (default: on
+    /// when the kubelet joined with a bootstrap token).
+    pub rotate_certificates: Option<bool>,
+    /// `--rotate-server-certificates` (serverTLSBootstrap): ask for a cluster-signed serving
+    /// certificate with a `kubernetes.io/kubelet-serving` CSR (default: on when joined).
+    pub rotate_server_certificates: Option<bool>,
     /// `--node-labels k=v,…` (added to the Node's labels).
     pub node_labels: Vec<String>,
     /// `--register-with-taints k=v:Effect,…`.
@@ -97,6 +103,8 @@ impl Default for KubeletConfig {
             container_runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
             image_store: None,
             max_pods: 110,
+            rotate_certificates: None,
+            rotate_server_certificates: None,
             node_labels: Vec::new(),
             register_with_taints: Vec::new(),
             system_reserved: Vec::new(),

@@ -116,6 +116,8 @@ pub async fn run(cfg: KubeletConfig) -> anyhow::Result<()> {
         .unwrap_or_else(machine::hostname)
         .to_lowercase();
     let kubeconfig = kubeconfig_path(&cfg, &base_name).await?;
+    // Credentials from a bootstrap-token join are the kubelet's own to renew.
+    let joined = cfg.kubeconfig.is_none();
     let client = kumo_client::client_from_kubeconfig_with_user_agent(
         &kubeconfig,
         &format!(
@@ -309,15 +311,58 @@ pub async fn run(cfg: KubeletConfig) -> anyhow::Result<()> {
             metrics: metrics.registry.clone(),
             api: Some(client.clone()),
         };
+        let cert = server::ServingCert::new(&serving)?;
+        if cfg.rotate_server_certificates.unwrap_or(joined) {
+            // serverTLSBootstrap: a cluster-CA-signed serving certificate through a
+            // kubernetes.io/kubelet-serving CSR (an admin approves it); the self-signed one
+            // serves until then.
+            let (client, name, pki, cert) = (
+                client.clone(),
+                ctx.name.clone(),
+                cfg.root_dir.join("pki"),
+                cert.clone(),
+            );
+            tokio::spawn(async move {
+                match bootstrap::request_serving_cert(client, &name, &ips, &pki).await {
+                    Ok(ck) => match cert.set(&ck) {
+                        Ok(()) => info!("serving the cluster-signed kubelet certificate"),
+                        Err(e) => warn!(error = %e, "signed serving certificate unusable"),
+                    },
+                    Err(e) => warn!(error = %e, "kubelet serving certificate request failed"),
+                }
+            });
+        }
         tokio::spawn(async move {
-            let tls = server::TlsOptions {
-                serving,
-                client_ca_pem,
-            };
-            if let Err(e) = server::serve(state, listener, tls).await {
+            if let Err(e) = server::serve_with_cert(state, listener, cert, client_ca_pem).await {
                 warn!(error = %e, "kubelet API server stopped");
             }
         });
     }
-    pods::run(shared, nodes).await
+    if count == 1 && cfg.rotate_certificates.unwrap_or(joined) {
+        let (kubeconfig, name) = (kubeconfig.clone(), base_name.clone());
+        tokio::select! {
+            r = pods::run(shared, nodes) => r,
+            r = rotate_client_cert_loop(&kubeconfig, &name) => r,
+        }
+    } else {
+        pods::run(shared, nodes).await
+    }
+}
+
+/// Client certificate rotation: checks every hour and renews at 70 % of the certificate's
+/// life. The kube clients hold the old certificate, so after a renewal the kubelet exits
+/// for its supervisor to start it again with the new one (as upstream's kubelet once did);
+/// pods keep running across the restart.
+async fn rotate_client_cert_loop(kubeconfig: &std::path::Path, node: &str) -> anyhow::Result<()> {
+    loop {
+        match bootstrap::rotate_client_cert(kubeconfig, node, false).await {
+            Ok(true) => {
+                info!("client certificate renewed; restarting the kubelet to use it");
+                anyhow::bail!("client certificate renewed: restart to load it");
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "client certificate rotation check failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
 }

@@ -1241,14 +1241,8 @@ fn sim_kubelet_joins_with_a_bootstrap_token() {
                     "--container-runtime",
                     "sim",
                 ])
-                .args([
-                    "--port",
-                    "0",
-                    "--healthz-port",
-                    "0",
-                    "--node-ip",
-                    "127.0.0.1",
-                ])
+                .args(["--port", &kumo_tests::free_port().to_string()])
+                .args(["--healthz-port", "0", "--node-ip", "127.0.0.1"])
                 .arg("--root-dir")
                 .arg(&root)
                 .stdin(Stdio::null())
@@ -1272,4 +1266,40 @@ fn sim_kubelet_joins_with_a_bootstrap_token() {
     c.wait_for("pod/jp", &kubelet, "Running", |p| {
         p["status"]["phase"] == "Running"
     });
+
+    // serverTLSBootstrap: the joined kubelet asks for a serving certificate; once an admin
+    // approves it, the apiserver (which verifies kubelets against the cluster CA) reaches
+    // the kubelet API: kubectl logs works.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let serving_csr = loop {
+        let names = c.ok(&[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.metadata.name}{\"\\n\"}{end}",
+        ]);
+        if let Some(n) = names.lines().find(|l| !l.trim().is_empty()) {
+            break n.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kubelet-serving CSR\n{}",
+            tail(&kubelet.log_text(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    c.ok(&["certificate", "approve", &serving_csr]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out) = c.kubectl(&["logs", "jp"]);
+        if ok && out.contains("sim container c") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl logs never worked: {out}\n{}",
+            tail(&kubelet.log_text(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
