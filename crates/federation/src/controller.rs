@@ -78,10 +78,37 @@ fn lock(m: &Members) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
 }
 
 /// Runs the federation controllers until the future is dropped. Installs the CRDs first.
+/// Only the holder of the Lease `kumo-federation-system/kumo-federation` runs the controllers
+/// (two writers would fight over Works and statuses); losing it ends `run` with an error so
+/// a supervisor restarts the process as a candidate.
 pub async fn run(cfg: FederationConfig) -> anyhow::Result<()> {
     let host = join::client_from_file(&cfg.host_kubeconfig, None).await?;
     crds::install(&host, Duration::from_secs(30)).await?;
     info!("federation CRDs installed");
+    let ns: Api<DynamicObject> = Api::all_with(host.clone(), &core::namespace_resource());
+    ns.patch(
+        crate::SECRETS_NS,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": crate::SECRETS_NS}})),
+    )
+    .await
+    .context("create the federation namespace")?;
+    let identity = kumo_client::leader::default_identity();
+    kumo_client::leader::run_leader_elected(
+        host.clone(),
+        crate::SECRETS_NS,
+        "kumo-federation",
+        &identity,
+        || controllers(host.clone(), cfg),
+    )
+    .await?
+}
+
+/// The controllers; their tasks live in a JoinSet so that dropping this future (lost
+/// leadership, shutdown) stops all of them.
+async fn controllers(host: kube::Client, cfg: FederationConfig) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
     let members: Members = Arc::new(Mutex::new(HashMap::new()));
     let fd_wake = Arc::new(tokio::sync::Notify::new());
     let cluster_wake = Arc::new(tokio::sync::Notify::new());
@@ -95,7 +122,7 @@ pub async fn run(cfg: FederationConfig) -> anyhow::Result<()> {
         ),
     ] {
         let api: Api<DynamicObject> = Api::all_with(host.clone(), &ar);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
             while let Some(ev) = s.next().await {
                 if let Err(e) = ev {
@@ -115,7 +142,7 @@ pub async fn run(cfg: FederationConfig) -> anyhow::Result<()> {
         let members = members.clone();
         let cfg = cfg.clone();
         let fd_wake = fd_wake.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 match health_round(&host, &members, &cfg).await {
                     Ok(true) => fd_wake.notify_one(),
