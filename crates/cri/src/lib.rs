@@ -335,6 +335,17 @@ fn ignore_not_found(r: Result<()>) -> Result<()> {
 
 #[async_trait::async_trait]
 impl Runtime for CriRuntime {
+    async fn ready(&self) -> Result<()> {
+        let st = self
+            .status()
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("container runtime is down: {e}")))?;
+        match st.not_ready_message() {
+            None => Ok(()),
+            Some(m) => Err(RuntimeError::Unavailable(m)),
+        }
+    }
+
     async fn version(&self) -> Result<RuntimeVersion> {
         let v = self
             .runtime

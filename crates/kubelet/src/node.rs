@@ -245,11 +245,10 @@ struct Signals {
 
 async fn signals(ctx: &NodeCtx) -> Signals {
     let rt = &ctx.shared.runtime;
-    let ready = rt
-        .version()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("container runtime is down: {e}"));
+    let ready = rt.ready().await.map_err(|e| match e {
+        kumo_runtime::RuntimeError::Unavailable(m) => m,
+        e => format!("container runtime is down: {e}"),
+    });
     let mut images: Vec<(Vec<String>, u64)> = rt
         .list_images()
         .await

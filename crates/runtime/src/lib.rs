@@ -229,6 +229,15 @@ pub struct ContainerStats {
 pub trait Runtime: Send + Sync + 'static {
     async fn version(&self) -> Result<RuntimeVersion>;
 
+    /// Whether the runtime can run pods now (the node's Ready condition): the CRI `Status`
+    /// call's RuntimeReady and NetworkReady. `Err` carries the reason the node shows.
+    async fn ready(&self) -> Result<()> {
+        self.version()
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Unavailable(format!("container runtime is down: {e}")))
+    }
+
     /// Resolve `image` to a local image (`IfNotPresent`/`Never` semantics: no registry here;
     /// `ImageNotFound` when the local store lacks it).
     async fn ensure_image(&self, image: &str) -> Result<ImageInfo>;
