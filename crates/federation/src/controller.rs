@@ -511,12 +511,35 @@ struct Target {
     manifests: Vec<Value>,
 }
 
-fn owner_key(ns: &str, name: &str) -> String {
-    format!("fd.{ns}.{name}")
+/// The owner label value of what a federated object propagates: `<kind>.<ns>.<name>`
+/// (namespaces have no dots, so it is unambiguous), shortened with a stable hash when it
+/// would pass the 63 characters a label value may have.
+fn owner_key_of(kind: &str, ns: &str, name: &str) -> String {
+    let full = format!("{kind}.{ns}.{name}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let mut prefix: String = full.chars().take(46).collect();
+    while prefix.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        prefix.pop();
+    }
+    format!("{prefix}-{:016x}", fnv1a(full.as_bytes()))
 }
 
+/// FNV-1a: a hash that stays the same across builds (labels outlive the process).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn owner_key(ns: &str, name: &str) -> String {
+    owner_key_of("fd", ns, name)
+}
+
+/// Work names are the owner keys (unique per federated object, valid object names).
 fn work_name(ns: &str, name: &str) -> String {
-    format!("fd-{ns}-{name}")
+    owner_key(ns, name)
 }
 
 async fn reconcile_fd(
@@ -792,7 +815,7 @@ async fn reconcile_pp(
     let ns = pol.metadata.namespace.clone().unwrap_or_default();
     let name = pol.metadata.name.clone().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(host.clone(), &ns, &crds::pp_resource());
-    let owner = format!("pp.{ns}.{name}");
+    let owner = owner_key_of("pp", &ns, &name);
     let works = list_works(host, &owner).await?;
     if !finalize(host, members, &api, &pol, &works).await? {
         return Ok(());
@@ -887,7 +910,7 @@ async fn reconcile_pp(
         cfg.failback_stable,
     )
     .await?;
-    let wname = format!("pp-{ns}-{name}");
+    let wname = owner.clone();
     let mut errors = Vec::new();
     for c in &clusters {
         match sync_work(host, members, c, &wname, &owner, &manifests, &now).await? {
@@ -1542,6 +1565,16 @@ mod tests {
         ]);
         let kinds: Vec<&str> = ordered.iter().filter_map(|v| v["kind"].as_str()).collect();
         assert_eq!(kinds, vec!["Namespace", "ConfigMap", "ServiceAccount"]);
+    }
+
+    #[test]
+    fn owner_keys_are_unique_and_short() {
+        assert_eq!(owner_key("a-b", "c"), "fd.a-b.c");
+        assert_ne!(owner_key("a-b", "c"), owner_key("a", "b-c"));
+        let long = owner_key("team", &"x".repeat(80));
+        assert!(long.len() <= 63, "{long}");
+        assert_eq!(long, owner_key("team", &"x".repeat(80)));
+        assert_ne!(long, owner_key("team", &"x".repeat(81)));
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub fn select(placement: &Value, clusters: &[ClusterView]) -> Result<Vec<String>
         .map(|c| c.name.clone())
         .collect();
     out.sort();
+    if !out.is_empty() {
+        out = spread(placement, out, clusters)?;
+    }
     if out.is_empty() {
         return Err(PlacementError {
             reason: "NoClusterSelected",
@@ -145,6 +148,68 @@ pub fn select(placement: &Value, clusters: &[ClusterView]) -> Result<Vec<String>
         });
     }
     Ok(out)
+}
+
+/// Applies `spreadConstraints` in order: clusters are grouped by a field (cluster, provider,
+/// region, zone) or a label (clusters without it drop out); fewer than `minGroups` groups is
+/// an error, more than `maxGroups` keeps the largest groups (ties by group name).
+fn spread(
+    placement: &Value,
+    mut selected: Vec<String>,
+    clusters: &[ClusterView],
+) -> Result<Vec<String>, PlacementError> {
+    for (i, sc) in placement
+        .get("spreadConstraints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let label = match (
+            sc.get("spreadByField").and_then(Value::as_str),
+            sc.get("spreadByLabel").and_then(Value::as_str),
+        ) {
+            (Some("provider"), _) => Some(crate::LABEL_PROVIDER),
+            (Some("region"), _) => Some(crate::LABEL_REGION),
+            (Some("zone"), _) => Some(crate::LABEL_ZONE),
+            (Some(_), _) => None, // "cluster": every cluster is its own group
+            (None, Some(l)) => Some(l),
+            (None, None) => None,
+        };
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in &selected {
+            let Some(view) = clusters.iter().find(|c| &c.name == name) else {
+                continue;
+            };
+            let key = match label {
+                Some(l) => match view.labels.get(l) {
+                    Some(v) => v.clone(),
+                    None => continue,
+                },
+                None => name.clone(),
+            };
+            groups.entry(key).or_default().push(name.clone());
+        }
+        let min = sc.get("minGroups").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let max = sc.get("maxGroups").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if groups.len() < min {
+            return Err(PlacementError {
+                reason: "SpreadConstraintUnsatisfied",
+                message: format!(
+                    "spec.placement.spreadConstraints[{i}] needs {min} groups, the selected clusters form {}",
+                    groups.len()
+                ),
+            });
+        }
+        let mut ordered: Vec<(String, Vec<String>)> = groups.into_iter().collect();
+        ordered.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        if max > 0 {
+            ordered.truncate(max);
+        }
+        selected = ordered.into_iter().flat_map(|(_, cs)| cs).collect();
+        selected.sort();
+    }
+    Ok(selected)
 }
 
 #[cfg(test)]
@@ -180,6 +245,30 @@ mod tests {
         assert_eq!(select(&sel, &cs).expect("eu"), vec!["b"]);
         let tol = json!({"tolerations": [{"key": "gpu", "operator": "Exists"}]});
         assert_eq!(select(&tol, &cs).expect("all"), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn spread_constraints() {
+        let cs = vec![
+            view("a", "eu"),
+            view("b", "eu"),
+            view("c", "us"),
+            view("d", "ap"),
+        ];
+        let one_region =
+            json!({"spreadConstraints": [{"spreadByField": "region", "maxGroups": 1}]});
+        assert_eq!(select(&one_region, &cs).expect("eu"), vec!["a", "b"]);
+        let two = json!({"spreadConstraints": [{"spreadByField": "region", "maxGroups": 2}]});
+        // eu (2 clusters) first, then ap before us by name.
+        assert_eq!(select(&two, &cs).expect("eu+ap"), vec!["a", "b", "d"]);
+        let too_many = json!({"spreadConstraints": [{"spreadByField": "region", "minGroups": 4}]});
+        assert_eq!(
+            select(&too_many, &cs).expect_err("3 regions").reason,
+            "SpreadConstraintUnsatisfied"
+        );
+        let per_cluster =
+            json!({"spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 2}]});
+        assert_eq!(select(&per_cluster, &cs).expect("2"), vec!["a", "b"]);
     }
 
     #[test]

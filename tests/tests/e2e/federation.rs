@@ -377,7 +377,7 @@ fn federation_divides_overrides_heals_and_cleans_up() {
         }
     }
     let works = host.ok(&["get", "works", "-A"]);
-    assert_eq!(works.matches("fd-shop-web").count(), 3, "{works}");
+    assert_eq!(works.matches("fd.shop.web").count(), 3, "{works}");
 
     // 2:1:0 → 4/2/0 (m3 loses its Deployment).
     let out = host.apply(&fd_yaml(&weighted([2, 1, 0]), IMAGE_OVERRIDE));
