@@ -69,7 +69,15 @@ struct Member {
     avail: Availability,
     /// Free allocatable (cpu millicores, memory bytes, pods).
     free: (i64, i64, i64),
+    /// What we last applied per object (`kind/ns/name`): manifest hash and the
+    /// resourceVersion the member returned.
+    applied: Applied,
 }
+
+/// Per member: object key → (manifest hash, resourceVersion after our apply). An object
+/// whose manifest and resourceVersion are both unchanged is not applied again: a read
+/// replaces a write, and members are not woken by no-op applies every resync.
+type Applied = HashMap<String, (u64, String)>;
 
 type Members = Arc<Mutex<HashMap<String, Member>>>;
 
@@ -234,8 +242,10 @@ async fn member_client(
         secret_rv: rv.clone(),
         avail: Availability::default(),
         free: (0, 0, 0),
+        applied: Applied::new(),
     });
     m.client = client.clone();
+    m.applied.clear();
     m.secret_rv = rv;
     Ok(client)
 }
@@ -984,17 +994,27 @@ async fn sync_work(
         "spec": {"cluster": cluster, "workload": {"manifests": manifests}},
     });
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    wapi.patch(wname, &pp, &Patch::Apply(&work))
-        .await
-        .with_context(|| format!("work {wns}/{wname}"))?;
-    let client = lock(members)
+    let current = match wapi.get(wname).await {
+        Ok(w) => Some(w),
+        Err(e) if is_not_found(&e) => None,
+        Err(e) => return Err(e).with_context(|| format!("work {wns}/{wname}")),
+    };
+    if current.as_ref().and_then(|w| w.data.get("spec")) != Some(&work["spec"]) {
+        wapi.patch(wname, &pp, &Patch::Apply(&work))
+            .await
+            .with_context(|| format!("work {wns}/{wname}"))?;
+    }
+    let member = lock(members)
         .get(cluster)
         .filter(|m| m.avail.ready)
-        .map(|m| m.client.clone());
-    let Some(client) = client else {
+        .map(|m| (m.client.clone(), m.applied.clone()));
+    let Some((client, mut applied)) = member else {
         return Ok(None);
     };
-    let (results, err) = apply_manifests(&client, manifests).await;
+    let (results, err) = apply_manifests(&client, manifests, &mut applied).await;
+    if let Some(m) = lock(members).get_mut(cluster) {
+        m.applied.extend(applied);
+    }
     let wstatus = json!({"status": {
         "manifests": results,
         "conditions": [condition(&[], "Applied", err.is_none(), if err.is_none() { "Applied" } else { "ApplyFailed" },
@@ -1096,6 +1116,7 @@ async fn remove_work(
 async fn apply_manifests(
     client: &kube::Client,
     manifests: &[Value],
+    applied: &mut Applied,
 ) -> (Vec<Value>, Option<String>) {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let mut out = Vec::new();
@@ -1120,8 +1141,20 @@ async fn apply_manifests(
             Some(n) => Api::namespaced_with(client.clone(), n, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
+        let key = format!("{kind}/{}/{mname}", mns.unwrap_or_default());
+        let hash = fnv1a(m.to_string().as_bytes());
+        if let Some((h, rv)) = applied.get(&key)
+            && *h == hash
+            && let Ok(live) = api.get(mname).await
+            && live.metadata.resource_version.as_ref() == Some(rv)
+        {
+            rec["applied"] = json!(true);
+            out.push(rec);
+            continue;
+        }
         match api.patch(mname, &pp, &Patch::Apply(m)).await {
-            Ok(_) => {
+            Ok(o) => {
+                applied.insert(key, (hash, o.metadata.resource_version.unwrap_or_default()));
                 rec["applied"] = json!(true);
                 out.push(rec);
             }
