@@ -160,6 +160,9 @@ pub(crate) struct Op {
     params: Vec<Param>,
     request: Option<Body>,
     patch_body: bool,
+    /// A custom resource: no strategic merge patch (upstream leaves its media type out, and
+    /// kubectl apply falls back to a JSON merge patch when it is absent).
+    custom: bool,
     response: Body,
     /// Also answers 201 (create/replace) and 202 (create/delete).
     created: bool,
@@ -265,6 +268,7 @@ pub(crate) fn resource_paths(def: &ResourceDef, names: &Names) -> Vec<PathItem> 
         params: Vec::new(),
         request: None,
         patch_body: false,
+        custom: def.custom,
         response: kind_body(),
         created: false,
         accepted: false,
@@ -702,6 +706,7 @@ pub(crate) fn resources_path(group: &str, version: &str) -> PathItem {
             params: Vec::new(),
             request: None,
             patch_body: false,
+            custom: false,
             response: Body::Schema(API_RESOURCE_LIST.into()),
             created: false,
             accepted: false,
@@ -734,6 +739,7 @@ pub(crate) fn discovery_path(
             params: Vec::new(),
             request: None,
             patch_body: false,
+            custom: false,
             response: Body::Schema(schema.into()),
             created: false,
             accepted: false,
@@ -769,6 +775,11 @@ const PATCH_TYPES: &[&str] = &[
     "application/json-patch+json",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
+];
+const CUSTOM_PATCH_TYPES: &[&str] = &[
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
 ];
 
 fn v3_schema(body: &Body) -> Value {
@@ -819,7 +830,11 @@ fn v3_op(op: &Op) -> Value {
         );
     }
     if let Some(req) = &op.request {
-        let types: &[&str] = if op.patch_body { PATCH_TYPES } else { &["*/*"] };
+        let types: &[&str] = match (op.patch_body, op.custom) {
+            (true, false) => PATCH_TYPES,
+            (true, true) => CUSTOM_PATCH_TYPES,
+            _ => &["*/*"],
+        };
         let content: Map<String, Value> = types
             .iter()
             .map(|t| (t.to_string(), json!({"schema": v3_schema(req)})))
@@ -871,7 +886,9 @@ fn v3_op(op: &Op) -> Value {
 
 fn v2_op(op: &Op) -> Value {
     let mut m = Map::new();
-    let consumes: Vec<&str> = if op.patch_body {
+    let consumes: Vec<&str> = if op.patch_body && op.custom {
+        CUSTOM_PATCH_TYPES.to_vec()
+    } else if op.patch_body {
         PATCH_TYPES.to_vec()
     } else {
         vec!["*/*"]
