@@ -466,6 +466,18 @@ impl Api {
             return Ok(obj);
         }
         let stored = crate::convert::to_storage(def, obj.clone());
+        // A write that changes nothing (a repeated apply, an unchanged status) is not written,
+        // like upstream (etcd3 store's byte comparison, and managedFields timestamps ignored):
+        // the object and its resourceVersion stay, and no watch event goes out.
+        if let Some(cur) = self.cache.get(&key)
+            && cur.rv == expected_rev
+            && let Ok(old) = serde_json::from_slice::<Value>(&cur.raw)
+            && same_object(&old, &stored)
+        {
+            let mut out = crate::convert::from_storage(def, old);
+            objects::set_rv(&mut out, expected_rev);
+            return Ok(out);
+        }
         let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
         match self
             .store
@@ -634,4 +646,53 @@ pub fn name_causes(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
     }
     let _ = def;
     Vec::new()
+}
+
+/// Whether two stored objects are the same, ignoring `metadata.resourceVersion` and the
+/// `time` of managedFields entries (upstream's IgnoreManagedFieldsTimestampsTransformer).
+fn same_object(a: &Value, b: &Value) -> bool {
+    use serde_json::Map;
+    fn eq_except(x: &Map<String, Value>, y: &Map<String, Value>, skip: &[&str]) -> bool {
+        let kept =
+            |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+        kept(x) == kept(y)
+            && x.iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+                .all(|(k, v)| y.get(k) == Some(v))
+    }
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    if !eq_except(a, b, &["metadata"]) {
+        return false;
+    }
+    let empty = Map::new();
+    let ma = a
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mb = b
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    if !eq_except(ma, mb, &["resourceVersion", "managedFields"]) {
+        return false;
+    }
+    let none = Vec::new();
+    let fa = ma
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .unwrap_or(&none);
+    let fb = mb
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .unwrap_or(&none);
+    fa.len() == fb.len()
+        && fa
+            .iter()
+            .zip(fb)
+            .all(|(x, y)| match (x.as_object(), y.as_object()) {
+                (Some(x), Some(y)) => eq_except(x, y, &["time"]),
+                _ => x == y,
+            })
 }

@@ -506,7 +506,16 @@ async fn bench_sim(args: &Args, dir: &Path) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dir = tempfile::tempdir()?;
+    // KUBELET_BENCH_KEEP=1 keeps the data and component logs for a look afterwards.
+    let tmp = tempfile::tempdir()?;
+    let (_guard, path) = if std::env::var_os("KUBELET_BENCH_KEEP").is_some() {
+        let kept = tmp.keep();
+        println!("keeping {}", kept.display());
+        (None, kept)
+    } else {
+        let p = tmp.path().to_path_buf();
+        (Some(tmp), p)
+    };
     println!(
         "kubelet-bench on {} cores; load average before: {}",
         std::thread::available_parallelism()
@@ -517,10 +526,10 @@ async fn main() -> Result<()> {
             .trim()
     );
     if args.only.as_deref() != Some("sim") {
-        bench_process(&args, dir.path()).await?;
+        bench_process(&args, &path).await?;
     }
     if args.only.as_deref() != Some("process") {
-        bench_sim(&args, dir.path()).await?;
+        bench_sim(&args, &path).await?;
     }
     Ok(())
 }
