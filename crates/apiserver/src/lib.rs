@@ -191,7 +191,7 @@ pub async fn run(cfg: ApiServerConfig) -> Result<(), StartError> {
             })?;
             kumo_auth::tls::client_config(&pem, Some(&kubelet_client))?
         }
-        None => kumo_auth::tls::client_config_unverified_server(&kubelet_client)?,
+        None => kumo_auth::tls::client_config_unverified_server(Some(&kubelet_client))?,
     };
 
     let store = storage::Store::connect(&cfg.etcd_servers)?;

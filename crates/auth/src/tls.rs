@@ -124,16 +124,24 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
     }
 }
 
-/// A client configuration that presents `client` and does not verify the server's
-/// certificate (see [`AnyServerCert`]): the apiserver's kubelet client when no
-/// `--kubelet-certificate-authority` is given, like upstream.
-pub fn client_config_unverified_server(client: &CertAndKey) -> Result<rustls::ClientConfig> {
+/// A client configuration that does not verify the server's certificate (see
+/// [`AnyServerCert`]), presenting `client` when given: the apiserver's kubelet client when no
+/// `--kubelet-certificate-authority` is given (like upstream), HTTPS probes (upstream's
+/// `InsecureSkipVerify`: a probe checks liveness, not identity) and a joining kubelet's
+/// discovery request (its answer is checked against the CA pin afterwards).
+pub fn client_config_unverified_server(
+    client: Option<&CertAndKey>,
+) -> Result<rustls::ClientConfig> {
     let provider = provider();
-    rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
-        .with_client_auth_cert(client.cert_chain_der()?, client.key_der()?)
-        .map_err(|e| Error::Tls(format!("client certificate: {e}")))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)));
+    match client {
+        Some(ck) => builder
+            .with_client_auth_cert(ck.cert_chain_der()?, ck.key_der()?)
+            .map_err(|e| Error::Tls(format!("client certificate: {e}"))),
+        None => Ok(builder.with_no_client_auth()),
+    }
 }

@@ -184,53 +184,6 @@ fn ca_from_cluster_info(kc_text: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(pem)?)
 }
 
-/// Accepts any server certificate: only for the discovery request, whose answer is checked
-/// against the CA pin afterwards.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The cluster-info ConfigMap, fetched over TLS without verifying the server.
 async fn fetch_cluster_info(server: &str, token: &str) -> anyhow::Result<Value> {
     let uri: http::Uri = server
@@ -249,12 +202,8 @@ async fn fetch_cluster_info(server: &str, token: &str) -> anyhow::Result<Value> 
         .trim_end_matches(']')
         .to_string();
     let port = authority.port_u16().unwrap_or(443);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-        .with_no_client_auth();
+    // Not verified here: the answer is checked against the CA pin afterwards.
+    let config = kumo_auth::tls::client_config_unverified_server(None)?;
     let path = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
     let get = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
