@@ -700,6 +700,27 @@ fn print_deleted(dir: &std::path::Path) {
     println!("kumo stopped; deleted {}", dir.display());
 }
 
+/// Logging from a component's resolved `log-level` and `log-format`.
+fn init_logs(level: &str, format: &str) -> anyhow::Result<()> {
+    let format = format
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?;
+    kumo_config::init_logging(level, format);
+    Ok(())
+}
+
+/// Runs a component until it ends or SIGTERM/Ctrl-C arrives.
+fn serve<E: Into<anyhow::Error>>(
+    component: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        tokio::select! {
+            r = component => r.map_err(Into::into),
+            _ = shutdown_signal() => Ok(()),
+        }
+    })
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -869,12 +890,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = cfg
                 .finish()
                 .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-            kumo_config::init_logging(
-                &cfg.log_level,
-                cfg.log_format
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
-            );
+            init_logs(&cfg.log_level, &cfg.log_format)?;
             runtime()?.block_on(kumo_store::run(cfg, shutdown_signal()))?;
             Ok(())
         }
@@ -884,19 +900,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags.config.as_deref(),
                 &*flags,
             )?;
-            kumo_config::init_logging(
-                &cfg.log_level,
-                cfg.log_format
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
-            );
-            runtime()?.block_on(async move {
-                tokio::select! {
-                    r = kumo_apiserver::run(cfg) => r.map_err(anyhow::Error::from),
-                    _ = shutdown_signal() => Ok(()),
-                }
-            })?;
-            Ok(())
+            init_logs(&cfg.log_level, &cfg.log_format)?;
+            serve(kumo_apiserver::run(cfg))
         }
         Command::Scheduler(flags) => {
             let cfg: kumo_scheduler::SchedulerConfig = kumo_config::load(
@@ -904,19 +909,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags.config.as_deref(),
                 &*flags,
             )?;
-            kumo_config::init_logging(
-                &cfg.log_level,
-                cfg.log_format
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
-            );
-            runtime()?.block_on(async move {
-                tokio::select! {
-                    r = kumo_scheduler::run(cfg) => r.map_err(anyhow::Error::from),
-                    _ = shutdown_signal() => Ok(()),
-                }
-            })?;
-            Ok(())
+            init_logs(&cfg.log_level, &cfg.log_format)?;
+            serve(kumo_scheduler::run(cfg))
         }
         Command::Kubelet(flags) => {
             let cfg: kumo_kubelet::KubeletConfig = kumo_config::load(
@@ -924,19 +918,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags.config.as_deref(),
                 &*flags,
             )?;
-            kumo_config::init_logging(
-                &cfg.log_level,
-                cfg.log_format
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
-            );
-            runtime()?.block_on(async move {
-                tokio::select! {
-                    r = kumo_kubelet::run(cfg) => r,
-                    _ = shutdown_signal() => Ok(()),
-                }
-            })?;
-            Ok(())
+            init_logs(&cfg.log_level, &cfg.log_format)?;
+            serve(kumo_kubelet::run(cfg))
         }
         Command::ControllerManager(flags) => {
             let cfg: kumo_controller_manager::ControllerManagerConfig = kumo_config::load(
@@ -944,29 +927,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags.config.as_deref(),
                 &*flags,
             )?;
-            kumo_config::init_logging(
-                &cfg.log_level,
-                cfg.log_format
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("log-format: {e}"))?,
-            );
-            runtime()?.block_on(async move {
-                tokio::select! {
-                    r = kumo_controller_manager::run(cfg) => r.map_err(anyhow::Error::from),
-                    _ = shutdown_signal() => Ok(()),
-                }
-            })?;
-            Ok(())
+            init_logs(&cfg.log_level, &cfg.log_format)?;
+            serve(kumo_controller_manager::run(cfg))
         }
         Command::Federation(flags) => {
             kumo_config::init_logging(&flags.log_level, kumo_config::LogFormat::Text);
             let cfg = flags.config();
-            runtime()?.block_on(async move {
-                tokio::select! {
-                    r = kumo_federation::run(cfg) => r,
-                    _ = shutdown_signal() => Ok(()),
-                }
-            })
+            serve(kumo_federation::run(cfg))
         }
         Command::Join(flags) => {
             kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
