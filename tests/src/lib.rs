@@ -905,3 +905,15 @@ pub fn kubectl_bin(version: &str) -> PathBuf {
 
 /// The kubectl versions the matrix covers.
 pub const KUBECTL_VERSIONS: &[&str] = &["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"];
+
+/// VmRSS of a process in MiB (0 when it is gone): the benchmarks' memory figure.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            l.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}

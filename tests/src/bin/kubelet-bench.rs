@@ -77,18 +77,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// VmRSS of a process in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            l.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 /// Proportional set size of a process in MiB (shared pages — the `kumo` binary's text that
 /// every runtime helper maps — counted once across the processes sharing them).
 fn pss_mib(pid: u32) -> f64 {
@@ -104,7 +92,7 @@ fn pss_mib(pid: u32) -> f64 {
 
 /// Count and summed PSS of every process of the pods: `pid`'s descendants (pause and
 /// per-container monitor processes of the process runtime, and the containers).
-fn descendants_rss_mib(pid: u32) -> (usize, f64) {
+fn descendants_pss_mib(pid: u32) -> (usize, f64) {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -380,7 +368,10 @@ async fn bench_process(args: &Args, dir: &Path) -> Result<()> {
     let t = wait_nodes_ready(&client, 1, &mut k).await?;
     println!("  node Ready after {:.2} s", t.as_secs_f64());
     tokio::time::sleep(Duration::from_secs(10)).await;
-    println!("  kubelet RSS idle: {:.1} MiB", rss_mib(k.pid()));
+    println!(
+        "  kubelet RSS idle: {:.1} MiB",
+        kumo_tests::rss_mib(k.pid())
+    );
 
     let running: Times = Arc::default();
     let created: Times = Arc::default();
@@ -398,10 +389,10 @@ async fn bench_process(args: &Args, dir: &Path) -> Result<()> {
     .await?;
     wait_running(&running, &names[..half], &mut k).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let (n, mon) = descendants_rss_mib(k.pid());
+    let (n, mon) = descendants_pss_mib(k.pid());
     println!(
         "  kubelet RSS with {half} pods: {:.1} MiB (pods' own processes — pause, monitors, containers: {n}, PSS {mon:.1} MiB)",
-        rss_mib(k.pid())
+        kumo_tests::rss_mib(k.pid())
     );
     create_pods(
         &client,
@@ -462,7 +453,7 @@ async fn bench_sim(args: &Args, dir: &Path) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(15)).await;
     println!(
         "  sim kubelet RSS with {nodes} nodes: {:.1} MiB",
-        rss_mib(k.pid())
+        kumo_tests::rss_mib(k.pid())
     );
     let node_names: Vec<String> = {
         let api: Api<Node> = Api::all(client.clone());
@@ -497,7 +488,7 @@ async fn bench_sim(args: &Args, dir: &Path) -> Result<()> {
     );
     println!(
         "  sim kubelet RSS with {nodes} nodes and {pods} pods: {:.1} MiB",
-        rss_mib(k.pid())
+        kumo_tests::rss_mib(k.pid())
     );
     delete_all(&client).await?;
     Ok(())

@@ -385,25 +385,13 @@ async fn main() -> Result<()> {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        peak = peak.max(rss_mib(cm.id()));
+        peak = peak.max(kumo_tests::rss_mib(cm.id()));
     }
     println!(
         "controller-manager RSS with {total_pods} pods and {nodes} nodes: {:.1} MiB after 30 s (peak {peak:.1} MiB)",
-        rss_mib(cm.id())
+        kumo_tests::rss_mib(cm.id())
     );
     let _ = cm.kill();
     let _ = cm.wait();
     Ok(())
-}
-
-/// VmRSS of a process in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            l.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
 }
