@@ -469,8 +469,13 @@ impl Api {
         // A write that changes nothing (a repeated apply, an unchanged status) is not written,
         // like upstream (etcd3 store's byte comparison, and managedFields timestamps ignored):
         // the object and its resourceVersion stay, and no watch event goes out.
+        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        // The cached JSON differs from `bytes` only by `"resourceVersion":"<rv>",` when nothing
+        // changed (managedFields times keep their length), so only a length in that window is
+        // worth parsing: real changes rarely pay for the comparison.
         if let Some(cur) = self.cache.get(&key)
             && cur.rv == expected_rev
+            && (bytes.len()..=bytes.len() + 64).contains(&cur.raw.len())
             && let Ok(old) = serde_json::from_slice::<Value>(&cur.raw)
             && same_object(&old, &stored)
         {
@@ -478,7 +483,6 @@ impl Api {
             objects::set_rv(&mut out, expected_rev);
             return Ok(out);
         }
-        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
         match self
             .store
             .update(&key, bytes, expected_rev)
@@ -695,4 +699,43 @@ fn same_object(a: &Value, b: &Value) -> bool {
                 (Some(x), Some(y)) => eq_except(x, y, &["time"]),
                 _ => x == y,
             })
+}
+
+#[cfg(test)]
+mod no_op_tests {
+    use serde_json::json;
+
+    use super::same_object;
+
+    fn obj(rv: &str, time: &str, data: &str) -> serde_json::Value {
+        json!({"kind": "ConfigMap", "metadata": {"name": "c", "resourceVersion": rv,
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "time": time,
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]},
+            "data": {"a": data}})
+    }
+
+    #[test]
+    fn resource_version_and_managed_fields_times_do_not_count() {
+        let stored = obj("70", "2026-11-22T11:40:34Z", "1");
+        let mut new = obj("70", "2026-11-22T11:41:00Z", "1");
+        new["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("resourceVersion"));
+        assert!(same_object(&stored, &new));
+    }
+
+    #[test]
+    fn a_changed_field_or_manager_counts() {
+        let stored = obj("70", "2026-11-22T11:40:34Z", "1");
+        assert!(!same_object(
+            &stored,
+            &obj("70", "2026-11-22T11:40:34Z", "2")
+        ));
+        let mut other_manager = stored.clone();
+        other_manager["metadata"]["managedFields"][0]["manager"] = json!("helm");
+        assert!(!same_object(&stored, &other_manager));
+        let mut labelled = stored.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!same_object(&stored, &labelled));
+    }
 }
