@@ -285,6 +285,54 @@ impl Kubeconfig {
         }
     }
 
+    /// Adds `other`'s current context to this kubeconfig as context `name`, with its cluster
+    /// entry renamed `name` and its user `<name>-admin` (replacing entries of those names),
+    /// the way `kubectl config` merges kubeconfigs of several clusters into one file.
+    pub fn add_context_from(&mut self, name: &str, other: &Kubeconfig) -> Result<()> {
+        let ctx_name = other
+            .current_context
+            .as_deref()
+            .ok_or_else(|| Error::Kubeconfig("no current context to copy".into()))?;
+        let ctx = other
+            .contexts
+            .iter()
+            .find(|c| c.name == ctx_name)
+            .ok_or_else(|| Error::Kubeconfig(format!("context {ctx_name:?} not found")))?;
+        let cluster = other
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.context.cluster)
+            .ok_or_else(|| {
+                Error::Kubeconfig(format!("cluster {:?} not found", ctx.context.cluster))
+            })?;
+        let user = other
+            .users
+            .iter()
+            .find(|u| u.name == ctx.context.user)
+            .ok_or_else(|| Error::Kubeconfig(format!("user {:?} not found", ctx.context.user)))?;
+        let user_name = format!("{name}-admin");
+        self.clusters.retain(|c| c.name != name);
+        self.users.retain(|u| u.name != user_name);
+        self.contexts.retain(|c| c.name != name);
+        self.clusters.push(NamedCluster {
+            name: name.to_string(),
+            cluster: cluster.cluster.clone(),
+        });
+        self.users.push(NamedUser {
+            name: user_name.clone(),
+            user: user.user.clone(),
+        });
+        self.contexts.push(NamedContext {
+            name: name.to_string(),
+            context: Context {
+                cluster: name.to_string(),
+                user: user_name,
+                namespace: ctx.context.namespace.clone(),
+            },
+        });
+        Ok(())
+    }
+
     /// Parses a kubeconfig (YAML or JSON).
     pub fn from_yaml(text: &str) -> Result<Self> {
         if text.trim().is_empty() {

@@ -154,6 +154,9 @@ struct UpFlags {
     /// API port of the first kubelet (the next ones count up).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// Member clusters of the local federation (0: one standalone cluster, no federation).
+    #[arg(long, default_value_t = 3)]
+    members: u32,
 }
 
 /// Flags of `kumo apiserver`; names mirror kube-apiserver's.
@@ -689,7 +692,7 @@ fn print_status(dir: &std::path::Path, st: &kumo_up::Status) {
     }
     for (name, pid, alive) in &st.components {
         println!(
-            "  {name:<20} pid {pid:<8} {}",
+            "  {name:<28} pid {pid:<8} {}",
             if *alive { "running" } else { "stopped" }
         );
     }
@@ -742,38 +745,70 @@ async fn shutdown_signal() {
     }
 }
 
-/// Prints progress until the apiserver answers and every node is Ready, then tells the user
-/// how to use the cluster.
+/// Prints progress until every apiserver answers, every node is Ready and every member is
+/// joined, then tells the user how to use the cluster or federation.
 #[allow(clippy::print_stdout)]
 async fn announce(cfg: kumo_up::UpConfig, detached: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let ok = kumo_up::wait_ready(&cfg, std::time::Duration::from_secs(120), |p| match p {
-        kumo_up::Progress::ApiServer => println!(
-            "  apiserver ready at {} ({:.1}s)",
-            cfg.server_url(),
-            started.elapsed().as_secs_f64()
-        ),
-        kumo_up::Progress::Nodes { ready, total } => println!(
-            "  nodes Ready: {ready}/{total} ({:.1}s)",
-            started.elapsed().as_secs_f64()
-        ),
+    let secs = || started.elapsed().as_secs_f64();
+    let timeout = std::time::Duration::from_secs(120 + 30 * u64::from(cfg.members));
+    let ok = kumo_up::wait_ready(&cfg, timeout, |p| match p {
+        kumo_up::Progress::ApiServer { cluster, url } => {
+            println!("  {cluster}: apiserver ready at {url} ({:.1}s)", secs())
+        }
+        kumo_up::Progress::Nodes {
+            cluster,
+            ready,
+            total,
+        } => println!("  {cluster}: nodes Ready {ready}/{total} ({:.1}s)", secs()),
+        kumo_up::Progress::Members { ready, total } => {
+            println!(
+                "  federation: members joined and Ready {ready}/{total} ({:.1}s)",
+                secs()
+            )
+        }
     })
     .await;
-    let names: Vec<String> = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
     if !ok {
         anyhow::bail!(
-            "the cluster did not come up within 120 s; see the logs in {}",
+            "kumo did not come up within {} s; see the logs in {}",
+            timeout.as_secs(),
             cfg.data_dir.join("logs").display()
         );
     }
-    println!(
-        "kumo is up in {:.1}s ({}), data and logs in {}",
-        started.elapsed().as_secs_f64(),
-        names.join(", "),
-        cfg.data_dir.display()
-    );
-    println!("  export KUBECONFIG={}", cfg.kubeconfig().display());
-    println!("  kubectl get nodes");
+    let kubeconfig = cfg.kubeconfig();
+    if cfg.federated() {
+        let members: Vec<String> = cfg
+            .clusters()
+            .into_iter()
+            .filter(|c| c.role == kumo_up::Role::Member)
+            .map(|c| c.name)
+            .collect();
+        println!(
+            "kumo is up in {:.1}s: a federation host and {} member clusters ({}), data and logs in {}",
+            secs(),
+            members.len(),
+            members.join(", "),
+            cfg.data_dir.display()
+        );
+        println!("  export KUBECONFIG={}", kubeconfig.display());
+        println!("  kubectl get clusters                  # context \"federation\": the host");
+        println!(
+            "  kubectl --context {} get nodes       # one context per member",
+            members.first().map(String::as_str).unwrap_or("member1")
+        );
+        println!("  kubectl apply --server-side -f configs/examples/federated-deployment.yaml");
+    } else {
+        let names: Vec<String> = kumo_up::plan(&cfg).into_iter().map(|c| c.name).collect();
+        println!(
+            "kumo is up in {:.1}s ({}), data and logs in {}",
+            secs(),
+            names.join(", "),
+            cfg.data_dir.display()
+        );
+        println!("  export KUBECONFIG={}", kubeconfig.display());
+        println!("  kubectl get nodes");
+    }
     if detached {
         println!("stop with `kumo down`, remove everything with `kumo delete`.");
     } else {
@@ -870,7 +905,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 runtime: flags.runtime.clone(),
                 container_runtime_endpoint: flags.container_runtime_endpoint.clone(),
                 kubelet_port: flags.kubelet_port,
+                members: flags.members,
             };
+            cfg.validate()?;
             if flags.detach {
                 detach(&data_dir)?;
                 return runtime()?.block_on(announce(cfg, true));

@@ -702,7 +702,7 @@ async fn cri_runtime_kumo_up_deployment() {
         .arg("--detach")
         .arg("--data-dir")
         .arg(&data)
-        .args(["--nodes", "1", "--runtime", "cri"])
+        .args(["--members", "0", "--nodes", "1", "--runtime", "cri"])
         .args(["--container-runtime-endpoint", &ctd.endpoint()])
         .args(["--store-port", &port(kumo_tests::free_port())])
         .args(["--store-metrics-port", &port(kumo_tests::free_port())])

@@ -53,6 +53,8 @@ impl Cluster {
         let mut up_args: Vec<String> = vec![
             "up".into(),
             "--detach".into(),
+            "--members".into(),
+            "0".into(),
             "--data-dir".into(),
             data.to_str().expect("utf-8 path").into(),
             "--nodes".into(),

@@ -20,4 +20,5 @@ mod store_golden;
 mod store_metrics;
 mod tls_bootstrap;
 mod up;
+mod up_federation;
 mod up_workloads;

@@ -40,6 +40,8 @@ fn up_status_down_delete() {
     let out = kumo(&[
         "up",
         "--detach",
+        "--members",
+        "0",
         "--data-dir",
         d,
         "--store-port",

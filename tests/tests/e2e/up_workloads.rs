@@ -57,6 +57,8 @@ impl Cluster {
         let mut args = vec![
             "up".to_string(),
             "--detach".into(),
+            "--members".into(),
+            "0".into(),
             "--data-dir".into(),
             d.clone(),
             "--nodes".into(),
