@@ -80,6 +80,15 @@ enum ImageCommand {
         #[command(flatten)]
         store: ImageStoreFlag,
     },
+    /// Give an image another name (like `docker tag`): `kumo image tag busybox kumo.test/busybox:1`.
+    Tag {
+        /// An image name or id.
+        source: String,
+        /// The new name.
+        target: String,
+        #[command(flatten)]
+        store: ImageStoreFlag,
+    },
     /// Remove an image name (the image goes with its last name, or when given by id).
     Rm {
         name: String,
@@ -671,6 +680,14 @@ fn image_command(command: ImageCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        ImageCommand::Tag {
+            source,
+            target,
+            store,
+        } => match ImageStore::open(&store.dir())?.tag(&source, &target)? {
+            Some(i) => println!("tagged {} {}", i.id, i.names.join(" ")),
+            None => anyhow::bail!("no image {source}"),
+        },
         ImageCommand::Rm { name, store } => {
             if !ImageStore::open(&store.dir())?.remove(&name)? {
                 anyhow::bail!("no image {name}");

@@ -205,8 +205,17 @@ impl ImageStore {
         }
         let _lock = self.lock()?;
         let names: Vec<String> = cand.names.iter().map(|n| normalize_image_name(n)).collect();
+        self.claim_names(&mut image, &names)?;
+        tracing::info!(image = %id, names = ?image.names, "image imported");
+        Ok(image)
+    }
+
+    /// Gives `image` the (normalised) `names`, taking them from any other image that had them
+    /// (a name points at one image, as in containerd), and writes its record. Call with the
+    /// store lock held.
+    fn claim_names(&self, image: &mut StoredImage, names: &[String]) -> io::Result<()> {
         for other in self.read_all()? {
-            if other.id == id {
+            if other.id == image.id {
                 image.names = other.names.clone();
                 continue;
             }
@@ -224,13 +233,31 @@ impl ImageStore {
             }
         }
         for n in names {
-            if !image.names.contains(&n) {
-                image.names.push(n);
+            if !image.names.contains(n) {
+                image.names.push(n.clone());
             }
         }
-        write_json(&final_dir.join("image.json"), &image)?;
-        tracing::info!(image = %id, names = ?image.names, "image imported");
-        Ok(image)
+        write_json(
+            &self
+                .root
+                .join("images")
+                .join(image.hex())
+                .join("image.json"),
+            image,
+        )
+    }
+
+    /// `docker tag` / `ctr images tag`: adds the name `target` to the image `source` resolves
+    /// to (moving the name off any other image). Returns the image, or `None` when `source`
+    /// names no image.
+    pub fn tag(&self, source: &str, target: &str) -> io::Result<Option<ImageInfo>> {
+        let Some(mut image) = self.resolve_stored(source) else {
+            return Ok(None);
+        };
+        let _lock = self.lock()?;
+        self.claim_names(&mut image, &[normalize_image_name(target)])?;
+        tracing::info!(image = %image.id, names = ?image.names, "image tagged");
+        Ok(Some(image.info()))
     }
 
     /// Every stored image.

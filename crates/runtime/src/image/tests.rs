@@ -311,9 +311,35 @@ fn imports_docker_archive_and_normalises_names() {
     let first = store.resolve(&imported[0].id).expect("first still there");
     assert_eq!(first.names, vec!["docker.io/kumo/extra:2".to_string()]);
 
+    // A tag adds a name, moving it off the image that had it.
+    let tagged = store
+        .tag(&imported[0].id, "kumo.test/busybox:1")
+        .expect("tag")
+        .expect("source found");
+    assert_eq!(
+        tagged.names,
+        vec![
+            "docker.io/kumo/extra:2".to_string(),
+            "kumo.test/busybox:1".to_string()
+        ]
+    );
+    store
+        .tag("busybox", "kumo/extra:2")
+        .expect("tag")
+        .expect("source found");
+    assert_eq!(
+        store.resolve("kumo/extra:2").map(|i| i.id),
+        Some(second[0].id.clone())
+    );
+    assert_eq!(
+        store.resolve(&imported[0].id).expect("first").names,
+        vec!["kumo.test/busybox:1".to_string()]
+    );
+    assert!(store.tag("nothing:here", "x").expect("tag").is_none());
+
     // Removing by a name another image keeps leaves the other names alone.
     assert!(store.remove("busybox").expect("rm"));
-    assert_eq!(store.list().expect("list").len(), 1);
+    assert_eq!(store.list().expect("list").len(), 2);
 }
 
 #[test]
