@@ -946,7 +946,7 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
                 "terminationGracePeriodSeconds": 5,
                 "containers": [{
                     "name": "web", "image": "busybox:latest",
-                    "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && touch /tmp/healthy && (sleep 4; rm /tmp/healthy) & exec httpd -f -p 8080 -h /www"],
+                    "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && touch /tmp/healthy && exec httpd -f -p 8080 -h /www"],
                     "ports": [{"name": "http", "containerPort": 8080}],
                     "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
                     "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2}
@@ -957,6 +957,9 @@ fn process_kubelet_env_volumes_probes_and_restarts() {
     c.wait_for("pod/web", &kubelet, "Ready via httpGet", |p| {
         condition(p, "Ready").is_some_and(|r| r["status"] == "True")
     });
+    // Once it served, the liveness file goes (kubectl exec), so the restart below does not
+    // race the first readiness probe on a busy machine.
+    c.ok(&["exec", "web", "--", "rm", "/tmp/healthy"]);
     let web = c.wait_for(
         "pod/web",
         &kubelet,
