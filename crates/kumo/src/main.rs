@@ -67,10 +67,17 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ImageCommand {
-    /// Import an OCI image-layout tar or a `docker save` archive.
+    /// Import an OCI image-layout tar or a `docker save` archive; with `--rootfs NAME`, a tar
+    /// of a root filesystem becomes image NAME (like `docker import`), its command after `--`.
     Import {
         /// The tar file (plain or gzip).
         file: PathBuf,
+        /// The file is a root filesystem: name the one-layer image made from it.
+        #[arg(long, value_name = "NAME")]
+        rootfs: Option<String>,
+        /// The image's command (with `--rootfs`), e.g. `-- sh`.
+        #[arg(last = true)]
+        cmd: Vec<String>,
         #[command(flatten)]
         store: ImageStoreFlag,
     },
@@ -660,8 +667,20 @@ fn image_command(command: ImageCommand) -> anyhow::Result<()> {
     use kumo_runtime::image::ImageStore;
     kumo_config::init_logging("warn", kumo_config::LogFormat::Text);
     match command {
-        ImageCommand::Import { file, store } => {
-            let images = ImageStore::open(&store.dir())?.import(&file)?;
+        ImageCommand::Import {
+            file,
+            rootfs,
+            cmd,
+            store,
+        } => {
+            let store = ImageStore::open(&store.dir())?;
+            let images = match rootfs {
+                Some(name) => vec![store.import_rootfs(&file, &name, &cmd)?],
+                None if !cmd.is_empty() => {
+                    anyhow::bail!("a command after `--` goes with `--rootfs NAME`")
+                }
+                None => store.import(&file)?,
+            };
             for i in images {
                 println!("imported {} {}", i.id, i.names.join(" "));
             }

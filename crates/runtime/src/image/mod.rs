@@ -125,6 +125,59 @@ impl ImageStore {
         result
     }
 
+    /// `docker import`: makes an image named `name` from a tar of a root filesystem (plain or
+    /// gzip), one layer, with `cmd` as its command and the usual `PATH`. The same tar and
+    /// command give the same image id.
+    pub fn import_rootfs(
+        &self,
+        tar_path: &Path,
+        name: &str,
+        cmd: &[String],
+    ) -> io::Result<ImageInfo> {
+        let work = self.temp_dir("import")?;
+        let result = (|| {
+            let file = fs::File::open(tar_path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tar_path.display())))?;
+            let mut reader = maybe_gunzip(io::BufReader::new(file))?;
+            let layer = work.join("layer.tar");
+            let mut out = HashingWriter {
+                inner: fs::File::create(&layer)?,
+                hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            };
+            io::copy(&mut reader, &mut out)?;
+            let diff_id: String = sha2::Digest::finalize(out.hasher)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            // Check it is a tar before making an image of it.
+            tar::Archive::new(fs::File::open(&layer)?)
+                .entries()?
+                .next()
+                .transpose()
+                .map_err(|e| invalid(format!("{}: not a tar: {e}", tar_path.display())))?
+                .ok_or_else(|| invalid(format!("{}: an empty tar", tar_path.display())))?;
+            let config = serde_json::json!({
+                "architecture": oci_arch(),
+                "os": "linux",
+                "config": {
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "Cmd": cmd,
+                },
+                "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+                "history": [{"created_by": "kumo image import --rootfs"}],
+            });
+            let cand = Candidate {
+                names: vec![name.to_string()],
+                manifest_digest: None,
+                config: serde_json::to_vec(&config).map_err(io::Error::other)?,
+                layers: vec![layer],
+            };
+            self.install(cand, &work).map(|i| i.info())
+        })();
+        let _ = fs::remove_dir_all(&work);
+        result
+    }
+
     fn import_in(&self, tar_path: &Path, work: &Path) -> io::Result<Vec<StoredImage>> {
         let extracted = work.join("archive");
         fs::create_dir_all(&extracted)?;
@@ -617,6 +670,24 @@ fn sha256_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Writes through to a file while hashing what it writes.
+struct HashingWriter {
+    inner: fs::File,
+    hasher: sha2::Sha256,
+}
+
+impl io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn invalid(msg: String) -> io::Error {

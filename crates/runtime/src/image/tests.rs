@@ -366,3 +366,37 @@ fn rejects_unknown_archives_and_escaping_paths() {
         0
     );
 }
+
+#[test]
+fn imports_a_rootfs_tar_like_docker_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(&dir.path().join("store")).expect("open");
+    let tar_path = dir.path().join("rootfs.tar");
+    fs::write(&tar_path, &two_layers()[0]).expect("write");
+    let cmd = vec!["sh".to_string()];
+    let img = store
+        .import_rootfs(&tar_path, "kumo.test/base:1", &cmd)
+        .expect("import");
+    assert_eq!(img.names, vec!["kumo.test/base:1".to_string()]);
+    assert_eq!(img.cmd, cmd);
+    assert!(
+        img.env.iter().any(|e| e.starts_with("PATH=")),
+        "{:?}",
+        img.env
+    );
+    // The same tar and command give the same id; the name then points at it again.
+    let again = store
+        .import_rootfs(&tar_path, "kumo.test/base:2", &cmd)
+        .expect("import again");
+    assert_eq!(again.id, img.id);
+    assert_eq!(store.list().expect("list").len(), 1);
+    assert!(store.rootfs(&img.id).is_dir());
+    // Not a tar: a clear error, nothing stored.
+    let junk = dir.path().join("junk.tar");
+    fs::write(&junk, b"definitely not a tar archive").expect("write");
+    let err = store
+        .import_rootfs(&junk, "kumo.test/junk:1", &cmd)
+        .expect_err("junk");
+    assert!(err.to_string().contains("junk.tar"), "{err}");
+    assert_eq!(store.list().expect("list").len(), 1);
+}
