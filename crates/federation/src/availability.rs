@@ -58,6 +58,26 @@ impl Availability {
                 .is_some_and(|t| now.saturating_duration_since(t) < toleration)
         }
     }
+    /// How long until [`schedulable`](Self::schedulable) may change by the clock alone: the
+    /// end of the toleration of a NotReady member, or of the stable period of one back from
+    /// a longer outage. `None` when only a probe can change it.
+    pub fn next_change(
+        &self,
+        toleration: Duration,
+        stable: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let at = if self.ready {
+            if self.last_outage < toleration {
+                return None;
+            }
+            self.ready_since? + stable
+        } else {
+            self.not_ready_since? + toleration
+        };
+        let left = at.saturating_duration_since(now);
+        (!left.is_zero()).then_some(left)
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +127,36 @@ mod tests {
         a.observe(false, s(200), STABLE);
         a.observe(true, s(201), STABLE);
         assert!(a.schedulable(TOL, STABLE, s(201)));
+    }
+
+    #[test]
+    fn next_change_is_the_end_of_the_toleration_or_the_stable_period() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut a = Availability::default();
+        a.observe(true, t0, STABLE);
+        assert_eq!(a.next_change(TOL, STABLE, s(5)), None);
+        a.observe(false, s(10), STABLE);
+        assert_eq!(
+            a.next_change(TOL, STABLE, s(30)),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(
+            a.next_change(TOL, STABLE, s(70)),
+            None,
+            "already failed over"
+        );
+        a.observe(true, s(110), STABLE);
+        assert_eq!(
+            a.next_change(TOL, STABLE, s(120)),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(a.next_change(TOL, STABLE, s(140)), None, "failed back");
+        let mut b = Availability::default();
+        b.observe(true, t0, STABLE);
+        b.observe(false, s(1), STABLE);
+        b.observe(true, s(2), STABLE);
+        assert_eq!(b.next_change(TOL, STABLE, s(3)), None, "a blip");
     }
 
     #[test]

@@ -18,8 +18,9 @@ pub struct FederationFlags {
     /// Seconds between member health probes.
     #[arg(long, default_value_t = 10)]
     pub health_interval_seconds: u64,
-    /// Seconds between full resyncs (drift correction, status aggregation).
-    #[arg(long, default_value_t = 2)]
+    /// Seconds between full resyncs: a safety net, since changes in the host and in the
+    /// members (drift, status) are handled as they happen.
+    #[arg(long, default_value_t = 30)]
     pub resync_seconds: u64,
     /// Seconds a member may be NotReady before its replicas move to the others.
     #[arg(long, default_value_t = 60)]
@@ -27,19 +28,39 @@ pub struct FederationFlags {
     /// Seconds a failed-over member must be Ready again before replicas move back.
     #[arg(long, default_value_t = 30)]
     pub failback_stable_seconds: u64,
+    /// Workers per work queue: federated objects (and member probes) synced at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrent_syncs: usize,
+    /// Address of `/metrics` and `/healthz` (`0` turns them off).
+    #[arg(long, default_value = "127.0.0.1:10358")]
+    pub metrics_bind_address: String,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: String,
 }
 
 impl FederationFlags {
+    /// The controller's configuration. An unparsable `--metrics-bind-address` serves no
+    /// metrics (and says so in the log).
     pub fn config(&self) -> FederationConfig {
+        let metrics_bind_address = match self.metrics_bind_address.as_str() {
+            "" | "0" => None,
+            a => match a.parse() {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    tracing::warn!(address = a, error = %e, "--metrics-bind-address: not an address; metrics off");
+                    None
+                }
+            },
+        };
         FederationConfig {
             host_kubeconfig: self.kubeconfig.clone(),
             health_interval: Duration::from_secs(self.health_interval_seconds.max(1)),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             toleration: Duration::from_secs(self.toleration_seconds),
             failback_stable: Duration::from_secs(self.failback_stable_seconds),
+            concurrent_syncs: self.concurrent_syncs.max(1),
+            metrics_bind_address,
         }
     }
 }

@@ -6,8 +6,9 @@
 //! - [`division`]: the pure replica-division math (Duplicated, Weighted, Capacity).
 //! - [`placement`]: which clusters a placement selects.
 //! - [`overrides`]: per-cluster changes to the Deployment.
-//! - [`controller`]: cluster health/status, scheduling, Work materialisation and apply,
-//!   status aggregation, deletion cascade.
+//! - [`controller`]: informers, work queues and workers (cluster health/status, scheduling,
+//!   Work materialisation and apply, status aggregation, deletion cascade), with the
+//!   [`metrics`] it exports.
 
 pub mod availability;
 pub mod cli;
@@ -15,9 +16,14 @@ pub mod controller;
 pub mod core;
 pub mod crds;
 pub mod division;
+mod health;
+mod informer;
 pub mod join;
+mod member;
+pub mod metrics;
 pub mod overrides;
 pub mod placement;
+mod reconcile;
 
 pub use controller::{FederationConfig, run};
 pub use join::{JoinOptions, JoinReport, join, unjoin};

@@ -104,6 +104,22 @@ pub fn eligible(placement: &Value, c: &ClusterView) -> bool {
     c.taints.iter().all(|t| tolerated(t, &tolerations))
 }
 
+/// Whether cluster `name` with `labels` can be among what `placement` selects — it names the
+/// cluster, or names none and its selector (if any) matches: whom a change of that cluster
+/// concerns (taints and spread constraints only narrow this down).
+pub fn may_select(placement: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    let names = placement
+        .get("clusters")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty());
+    if let Some(names) = names {
+        return names.iter().any(|n| n.as_str() == Some(name));
+    }
+    placement
+        .get("clusterSelector")
+        .is_none_or(|sel| selector_matches(sel, labels))
+}
+
 /// The clusters a placement selects (Ready or not: readiness is the scheduler's concern),
 /// sorted by name.
 pub fn select(placement: &Value, clusters: &[ClusterView]) -> Result<Vec<String>, PlacementError> {
@@ -228,6 +244,18 @@ mod tests {
             taints: Vec::new(),
             ready: true,
         }
+    }
+
+    #[test]
+    fn may_select_names_or_selector() {
+        let us = view("a", "us").labels;
+        assert!(may_select(&json!({}), "a", &us));
+        assert!(may_select(&json!({"clusters": ["a", "b"]}), "a", &us));
+        assert!(!may_select(&json!({"clusters": ["b"]}), "a", &us));
+        let sel =
+            json!({"clusterSelector": {"matchLabels": {"topology.kubernetes.io/region": "eu"}}});
+        assert!(!may_select(&sel, "a", &us));
+        assert!(may_select(&sel, "a", &view("a", "eu").labels));
     }
 
     #[test]
