@@ -917,3 +917,17 @@ pub fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// Proportional set size of a process in MiB (0 when it is gone): pages shared between
+/// processes — the `kumo` binary's text that every component maps — count once across them,
+/// so PSS sums over many processes where RSS would not.
+pub fn pss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("Pss:"))?;
+            l.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}

@@ -13,6 +13,9 @@
 //!   [-- APISERVER_BENCH_ARGS…]` — builds release binaries and runs `apiserver-bench` (issue 3:
 //!   preload of pods and nodes, LIST, paced creates under 1,000 watches, RSS) with the apiserver
 //!   on a fresh real etcd and on a fresh `kumo store`.
+//! * `cargo xtask bench kubelet|federation [ARGS…]` — builds release binaries and runs
+//!   `kubelet-bench` (issue 5) or `federation-bench` (issue 6: 100 member clusters, 1,000
+//!   FederatedDeployments; registration, decision, propagation and failover times).
 //!
 //! Dependencies stay at std + anyhow so this builds in seconds and needs no protoc.
 
@@ -68,6 +71,10 @@ commands:
   bench kubelet [--quick] [--only process|sim] [--pods N] [--sim-nodes N]
         cargo build --release -p kumo -p kumo-tests --bins, then kubelet-bench (pod startup
         latency and kubelet RSS with the process runtime; 5,000 hollow nodes with sim)
+  bench federation [--quick] [--members N] [--fds N] [--create-rate R] [...]
+        cargo build --release -p kumo -p kumo-tests --bins, then federation-bench (a host,
+        `kumo federation`, 100 member clusters of their own store + apiserver, 1,000
+        FederatedDeployments: registration, decision, propagation, failover; --quick: 10/100)
   bench apiserver [--quick] [--only etcd|kumo] [--duration SECS] [-- APISERVER_BENCH_ARGS…]
         cargo build --release -p kumo -p kumo-tests --bins, then apiserver-bench (150,000 pods,
         5,000 nodes, LIST, creates at 1,000/s under 1,000 watches, RSS; --quick: 10,000 pods,
@@ -401,17 +408,21 @@ fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("store") => bench_store(&args[1..]),
         Some("apiserver") => bench_apiserver(&args[1..]),
-        Some("kubelet") => bench_kubelet(&args[1..]),
-        Some(other) => bail!("unknown benchmark `{other}` (available: store, apiserver, kubelet)"),
+        Some("kubelet") => bench_bin("kubelet-bench", &args[1..]),
+        Some("federation") => bench_bin("federation-bench", &args[1..]),
+        Some(other) => {
+            bail!("unknown benchmark `{other}` (available: store, apiserver, kubelet, federation)")
+        }
         None => bail!(
-            "`cargo xtask bench` needs a benchmark name (available: store, apiserver, kubelet)"
+            "`cargo xtask bench` needs a benchmark name (available: store, apiserver, kubelet, federation)"
         ),
     }
 }
 
-/// `cargo xtask bench kubelet [KUBELET_BENCH_ARGS…]`: release build, then kubelet-bench
-/// (pod startup latency and kubelet RSS with the process runtime; hollow nodes with sim).
-fn bench_kubelet(args: &[String]) -> Result<()> {
+/// `cargo xtask bench kubelet|federation [ARGS…]`: release build, then `bin` with `ARGS`:
+/// kubelet-bench (pod startup latency and kubelet RSS with the process runtime; hollow nodes
+/// with sim) or federation-bench (100 member clusters, 1,000 FederatedDeployments).
+fn bench_bin(bin: &str, args: &[String]) -> Result<()> {
     let root = workspace_root();
     let mut steps = Steps::default();
     steps.run("ensure the real peers", ensure_tools)?;
@@ -428,15 +439,13 @@ fn bench_kubelet(args: &[String]) -> Result<()> {
         cargo(&root, &build)
     })?;
     let release = target_dir(&root).join("release");
-    let mut cmd = Command::new(release.join("kubelet-bench"));
+    let mut cmd = Command::new(release.join(bin));
     cmd.current_dir(&root);
     if std::env::var_os("KUMO_BIN").is_none() {
         cmd.env("KUMO_BIN", release.join("kumo"));
     }
     cmd.args(args.iter().filter(|a| *a != "--"));
-    steps.run(&format!("kubelet-bench ({})", describe(&cmd)), || {
-        run(&mut cmd)
-    })?;
+    steps.run(&format!("{bin} ({})", describe(&cmd)), || run(&mut cmd))?;
     steps.summary();
     Ok(())
 }
