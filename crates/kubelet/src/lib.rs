@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use parking_lot::{Mutex, RwLock};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::KubeletConfig;
 
@@ -107,7 +107,33 @@ async fn kubeconfig_path(cfg: &KubeletConfig, node_name: &str) -> anyhow::Result
 }
 
 /// Runs the kubelet until an unrecoverable error.
+/// Transparent huge pages off for the kubelet and the runtime helpers it spawns (see
+/// [`kumo_runtime::process::disable_transparent_huge_pages`]). The allocator has already
+/// faulted in its first heap regions as 2 MiB pages by the time this runs (~6 MiB of a ~33 MiB
+/// idle kubelet), so when THP can apply the kubelet re-executes itself once, same pid and
+/// arguments, with the flag set, which the new image keeps from its first allocation on.
+fn without_huge_pages() {
+    use std::os::unix::process::CommandExt as _;
+    if nix::sys::prctl::get_thp_disable().unwrap_or(true) {
+        // Already off: set by our parent, or this is the re-executed image.
+        return;
+    }
+    if !kumo_runtime::process::disable_transparent_huge_pages() {
+        return;
+    }
+    let thp_never = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .map_or(true, |s| s.contains("[never]"));
+    let mut args = std::env::args_os();
+    let (Some(arg0), Ok(exe), false) = (args.next(), std::env::current_exe(), thp_never) else {
+        return;
+    };
+    let err = std::process::Command::new(exe).arg0(arg0).args(args).exec();
+    // Only returns on failure (e.g. the binary was replaced on disk): go on as we are.
+    debug!(error = %err, "could not re-execute the kubelet without huge pages");
+}
+
 pub async fn run(cfg: KubeletConfig) -> anyhow::Result<()> {
+    without_huge_pages();
     let sim = cfg.container_runtime == "sim";
     let base_name = cfg
         .node_name

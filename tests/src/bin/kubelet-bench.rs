@@ -4,9 +4,12 @@
 //!
 //! * **process**: one kubelet with the `process` runtime and the busybox image (built from
 //!   Debian's busybox-static, imported into its image store). Its RSS idle (node Ready, no pods),
-//!   then `--pods` pods (`sleep`) bound to it (`spec.nodeName` set, as after scheduling) in two
-//!   halves: RSS with the first half running, and for every pod the latency from the create
-//!   request to a watch showing `phase=Running` (upstream's pod startup SLI, no image pull).
+//!   then pods (`sleep`) bound to it (`spec.nodeName` set, as after scheduling), each timed from
+//!   the create request to a watch showing `phase=Running` and `Ready=True` (upstream's pod
+//!   startup SLI, no image pull): `--solo-pods` one at a time on the empty node, `--pods` with
+//!   `--in-flight` of them at once (a create waits until a pod in flight is Running and Ready)
+//!   in two halves (RSS with the first half running), `--solo-pods` one at a time on the full
+//!   node; then the kubelet's RSS and CPU with every pod running, and the time to delete them.
 //! * **sim**: one `kumo kubelet --container-runtime sim --sim-nodes N` process: time until all N
 //!   nodes are Ready, its RSS then, and startup latency of `--sim-pods` pods spread over them.
 //!
@@ -43,9 +46,13 @@ struct Args {
     /// Pods on the process-runtime kubelet (RSS is also taken at half of them).
     #[arg(long, default_value_t = 100)]
     pods: usize,
-    /// Creates in flight at once.
-    #[arg(long, default_value_t = 10)]
-    create_concurrency: usize,
+    /// Pods in flight at once: created and not yet seen Running and Ready (a new create waits
+    /// for one of them to get there).
+    #[arg(long, alias = "create-concurrency", default_value_t = 10)]
+    in_flight: usize,
+    /// Pods started one at a time on the empty node and again on the full node.
+    #[arg(long, default_value_t = 5)]
+    solo_pods: usize,
     /// Hollow nodes in the sim kubelet [default 5000; --quick 500].
     #[arg(long)]
     sim_nodes: Option<usize>,
@@ -149,7 +156,12 @@ impl Kubelet {
             .args(["--port", &free_port().to_string(), "--healthz-port", "0"])
             .args(["--node-ip", "127.0.0.1"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // KUBELET_BENCH_LOG (e.g. `kumo_kubelet=debug,kumo_runtime=debug`) for a timeline
+            // of the pod start path in the kept logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("KUBELET_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -225,7 +237,7 @@ async fn wait_nodes_ready(
     }
 }
 
-/// Records when each pod is first seen Running.
+/// Records when each pod is first seen Running with its Ready condition True.
 fn watch_running(client: &kube::Client, running: Times) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     tokio::spawn(async move {
@@ -236,8 +248,13 @@ fn watch_running(client: &kube::Client, running: Times) {
                 _ => continue,
             };
             for p in objs {
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                let status = p.status.as_ref();
+                let phase = status.and_then(|s| s.phase.as_deref());
+                let ready = status
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                 if phase == Some("Running")
+                    && ready
                     && let Some(n) = p.metadata.name
                 {
                     running.lk().entry(n).or_insert_with(Instant::now);
@@ -247,17 +264,19 @@ fn watch_running(client: &kube::Client, running: Times) {
     });
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Creates the pods with at most `in_flight` of them created and not yet Running and Ready
+/// (upstream's "N pods, M in flight"); returns once every create was answered.
 async fn create_pods(
     client: &kube::Client,
     names: &[String],
     node_of: impl Fn(usize) -> String,
     image: &str,
-    concurrency: usize,
+    in_flight: usize,
     created: &Times,
+    running: &Times,
 ) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let sem = Arc::new(Semaphore::new(concurrency));
+    let sem = Arc::new(Semaphore::new(in_flight));
     let mut tasks = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let api = api.clone();
@@ -269,11 +288,17 @@ async fn create_pods(
                 "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"],
                     "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}]}}))?;
         let name = name.clone();
+        let running = running.clone();
         tasks.push(tokio::spawn(async move {
-            let _p = permit;
             let t = Instant::now();
             api.create(&PostParams::default(), &p).await?;
-            created.lk().insert(name, t);
+            created.lk().insert(name.clone(), t);
+            // The slot is free once the pod is Running and Ready (wait_running bounds the
+            // whole phase's time).
+            while !running.lk().contains_key(&name) && t.elapsed() < Duration::from_secs(600) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(permit);
             anyhow::Ok(())
         }));
     }
@@ -376,40 +401,91 @@ async fn bench_process(args: &Args, dir: &Path) -> Result<()> {
     let running: Times = Arc::default();
     let created: Times = Arc::default();
     watch_running(&client, running.clone());
+    let node = |_| "bench-node".to_string();
+    // One pod at a time on the empty node, then the bulk, then one at a time again on the
+    // full node: whether a start costs more with more pods on the node.
+    let solo = |prefix: &str| -> Vec<String> {
+        (0..args.solo_pods)
+            .map(|i| format!("{prefix}-{i:04}"))
+            .collect()
+    };
+    let first = solo("a");
+    create_pods(&client, &first, node, image, 1, &created, &running).await?;
+    report(
+        "one pod at a time on the empty node",
+        &latencies(&created, &running, &first),
+    );
     let names: Vec<String> = (0..args.pods).map(|i| format!("p-{i:04}")).collect();
     let half = names.len() / 2;
     create_pods(
         &client,
         &names[..half],
-        |_| "bench-node".into(),
+        node,
         image,
-        args.create_concurrency,
+        args.in_flight,
         &created,
+        &running,
     )
     .await?;
     wait_running(&running, &names[..half], &mut k).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (n, mon) = descendants_pss_mib(k.pid());
     println!(
-        "  kubelet RSS with {half} pods: {:.1} MiB (pods' own processes — pause, monitors, containers: {n}, PSS {mon:.1} MiB)",
+        "  kubelet RSS with {} pods: {:.1} MiB (pods' own processes — pause, monitors, containers: {n}, PSS {mon:.1} MiB)",
+        half + first.len(),
         kumo_tests::rss_mib(k.pid())
     );
     create_pods(
         &client,
         &names[half..],
-        |_| "bench-node".into(),
+        node,
         image,
-        args.create_concurrency,
+        args.in_flight,
         &created,
+        &running,
     )
     .await?;
     wait_running(&running, &names[half..], &mut k).await?;
     report(
         &format!(
-            "pod startup (create → Running by watch), concurrency {}",
-            args.create_concurrency
+            "{} pods, {} in flight (create → Running and Ready by watch)",
+            names.len(),
+            args.in_flight
         ),
         &latencies(&created, &running, &names),
+    );
+    let last = solo("z");
+    create_pods(&client, &last, node, image, 1, &created, &running).await?;
+    report(
+        &format!(
+            "one pod at a time on the node with {} pods",
+            names.len() + first.len()
+        ),
+        &latencies(&created, &running, &last),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu = |pid: u32| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let f: Vec<String> = s
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+            })
+            .unwrap_or(0.0)
+    };
+    let (c0, t0) = (cpu(k.pid()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // utime + stime are in clock ticks (100 a second on Linux).
+    let busy = (cpu(k.pid()) - c0) / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    println!(
+        "  kubelet with {} running pods: RSS {:.1} MiB, CPU {busy:.1} % of a core (20 s)",
+        names.len() + first.len() + last.len(),
+        kumo_tests::rss_mib(k.pid())
     );
     let t = Instant::now();
     delete_all(&client).await?;
@@ -427,7 +503,7 @@ async fn bench_process(args: &Args, dir: &Path) -> Result<()> {
     }
     println!(
         "  deleting {} pods took {:.2} s",
-        names.len(),
+        names.len() + first.len() + last.len(),
         t.elapsed().as_secs_f64()
     );
     Ok(())
@@ -479,11 +555,12 @@ async fn bench_sim(args: &Args, dir: &Path) -> Result<()> {
         "kumo.bench/sim:1",
         64,
         &created,
+        &running,
     )
     .await?;
     wait_running(&running, &names, &mut k).await?;
     report(
-        "sim pod startup (create → Running), concurrency 64",
+        "sim pod startup (create → Running and Ready), 64 in flight",
         &latencies(&created, &running, &names),
     );
     println!(

@@ -3,7 +3,8 @@
 //! (no tokio yet) and `unsafe` (fork/pre_exec) is not allowed in kumo.
 //!
 //! Roles:
-//! - `pause <sandbox dir>`: holds the pod's network/UTS/IPC namespaces (the pause container).
+//! - `pause <sandbox dir>`: holds the pod's network/UTS/IPC namespaces (the pause container);
+//!   with a bridge network it also runs the pod side of it, as the kubelet writes to its stdin.
 //! - `monitor <container dir>`: the per-container supervisor (like containerd-shim/conmon). Joins
 //!   the pod's namespaces, unshares a pid namespace, starts `start`, copies the container's
 //!   stdout/stderr into the CRI log file, waits for it and records the exit (code, signal, OOM).
@@ -13,7 +14,8 @@
 //!   command. Errors before the exec go back to the monitor over a close-on-exec pipe on stdin.
 //! - `exec <container dir> -- CMD…`: joins a running container (cgroup, ipc, uts, net, pid, mnt)
 //!   and runs a command there with the container's environment (`kubectl exec`, exec probes).
-//! - `nsexec <netns path> CMD…`: runs a host command inside a network namespace (`ip` setup).
+//! - `nsexec <netns path> CMD…`: runs a host command inside a network namespace (a debugging aid:
+//!   the pod network's inside half runs in `pause`, which is in the namespace already).
 //! - `probe`: exits 0 when this host lets us create namespaces.
 
 use std::ffi::CString;
@@ -139,19 +141,17 @@ fn pause(sdir: &Path) -> io::Result<u8> {
             flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
         }
         unshare(flags).map_err(nix_err("unshare"))?;
-        if rec.net_mode != NetMode::Host {
-            if !rec.hostname.is_empty() {
-                nix::unistd::sethostname(&rec.hostname).map_err(nix_err("sethostname"))?;
-            }
-            let status = Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()?;
-            if !status.success() {
-                return Err(io::Error::other("ip link set lo up failed"));
-            }
+        if rec.net_mode != NetMode::Host && !rec.hostname.is_empty() {
+            nix::unistd::sethostname(&rec.hostname).map_err(nix_err("sethostname"))?;
+        }
+        if rec.net_mode == NetMode::Loopback {
+            ip_batch("link set lo up\n").map_err(io::Error::other)?;
         }
     }
     fs::write(sdir.join("ready"), std::process::id().to_string())?;
+    if rec.isolated && rec.net_mode == NetMode::Bridge {
+        pod_network(sdir)?;
+    }
     // Hold the namespaces until killed, or until the sandbox's state directory is deleted
     // under us (`kumo delete`, a removed test directory): then nothing can ever stop this
     // sandbox, so it goes by itself and takes its pod cgroup along.
@@ -171,6 +171,52 @@ fn pause(sdir: &Path) -> io::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The pod's side of its bridge network, run here because this process is already inside the
+/// namespace: once the kubelet has created the veth pair it writes the `ip -batch` commands
+/// (loopback up, `eth0` address and route) to our stdin and closes it. The outcome goes to
+/// `net-ok` (empty) or `net-error` (the message), which the kubelet waits for. An empty input
+/// (the kubelet gave up on the host side) still brings loopback up.
+fn pod_network(sdir: &Path) -> io::Result<()> {
+    let mut batch = String::new();
+    let _ = io::stdin().read_to_string(&mut batch);
+    if batch.trim().is_empty() {
+        batch = "link set lo up\n".into();
+    }
+    match ip_batch(&batch) {
+        Ok(()) => fs::write(sdir.join("net-ok"), b""),
+        Err(msg) => {
+            let tmp = sdir.join("net-error.tmp");
+            fs::write(&tmp, msg)?;
+            fs::rename(tmp, sdir.join("net-error"))
+        }
+    }
+}
+
+/// Runs `ip -batch -` in this process's network namespace; the error is `ip`'s message.
+fn ip_batch(batch: &str) -> Result<(), String> {
+    let run = || -> io::Result<std::process::Output> {
+        let mut child = Command::new("ip")
+            .args(["-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(batch.as_bytes())?;
+        }
+        child.wait_with_output()
+    };
+    match run() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "ip -batch in the pod's network namespace ({}): {}",
+            batch.trim().replace('\n', "; "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("ip: {e}")),
+    }
 }
 
 // ---------------------------------------------------------------- monitor
@@ -406,6 +452,7 @@ fn spawn_plain(
     })?;
     let work = cdir.join("work");
     fs::create_dir_all(&work)?;
+    restore_transparent_huge_pages();
     let child = Command::new(&resolved)
         .arg0(prog)
         .args(args)
@@ -445,6 +492,14 @@ pub(crate) fn plain_lookup(rootfs: &Path, prog: &str, path: &str) -> Option<Path
 
 fn is_executable(p: &Path) -> bool {
     fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The kubelet runs its helpers with transparent huge pages off (see
+/// [`super::disable_transparent_huge_pages`]); the flag survives `execve`, so it is switched
+/// back on right before a container's own command runs: containers get the host's THP policy,
+/// as under any other runtime.
+fn restore_transparent_huge_pages() {
+    let _ = nix::sys::prctl::set_thp_disable(false);
 }
 
 // ---------------------------------------------------------------- start (container pid 1)
@@ -587,6 +642,7 @@ fn start_inner(cdir: &Path) -> io::Result<Never> {
         .map(|a| cstr(a))
         .collect::<io::Result<_>>()?;
     let envp: Vec<CString> = rec.env.iter().map(|e| cstr(e)).collect::<io::Result<_>>()?;
+    restore_transparent_huge_pages();
     let err = nix::unistd::execve(&path_c, &argv, &envp).err();
     Err(io::Error::other(format!(
         "exec {}: {}",
@@ -896,6 +952,7 @@ fn exec(cdir: &Path, cmd: &[String], opts: ExecOpts<'_>) -> io::Result<u8> {
         command.arg0(prog).current_dir(cdir.join("work"));
     }
     command.args(args).env_clear().envs(envs);
+    restore_transparent_huge_pages();
     let result = if opts.tty {
         exec_with_tty(command, winsize)
     } else {

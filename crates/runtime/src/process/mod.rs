@@ -59,6 +59,24 @@ pub const UNKNOWN_EXIT_CODE: i32 = 255;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Turns transparent huge pages off for this process and everything it spawns from now on
+/// (`PR_SET_THP_DISABLE` is inherited across fork and kept across execve). kumo's allocator
+/// (mimalloc) advises huge pages for its heap regions, so with THP on (`always`, or `madvise`
+/// as most distributions ship it) every runtime helper — the whole `kumo` binary re-executed
+/// per pod sandbox and container — and every new thread faulted in and zeroed 2 MiB pages for
+/// a few KiB of heap: most of the CPU a pod start cost, and ~2 MiB of RSS per helper and in
+/// the kubelet. Containers' own commands get THP back before they are executed. Returns
+/// whether the flag is now set.
+pub fn disable_transparent_huge_pages() -> bool {
+    match nix::sys::prctl::set_thp_disable(true) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not turn transparent huge pages off");
+            false
+        }
+    }
+}
+
 /// Knobs of [`ProcessRuntime::with_options`]; the defaults suit the kubelet.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessRuntimeOptions {
@@ -120,6 +138,8 @@ impl ProcessRuntime {
     ) -> io::Result<ProcessRuntime> {
         fs::create_dir_all(root_dir.join("sandboxes"))?;
         fs::create_dir_all(root_dir.join("containers"))?;
+        // Before the first helper (the namespace probe below) is spawned.
+        disable_transparent_huge_pages();
         let helper = match opts.helper_binary {
             Some(p) => p,
             None => match std::env::var_os("KUMO_RUNTIME_HELPER") {
@@ -166,7 +186,6 @@ impl ProcessRuntime {
                 state_dir: opts
                     .network_state_dir
                     .unwrap_or_else(|| PathBuf::from("/var/lib/kumo/network")),
-                helper: helper.clone(),
                 bridge_ready: Default::default(),
             })
         } else {
@@ -275,35 +294,39 @@ impl ProcessRuntime {
         Ok(out)
     }
 
-    /// Spawns a helper detached from the kubelet: own process group, stdio to a log file, and
-    /// a thread that reaps it (so it never lingers as a zombie while the kubelet lives).
-    fn spawn_helper(&self, args: &[&str], dir: &Path, log: &str) -> Result<(i32, Arc<AtomicBool>)> {
-        use std::os::unix::process::CommandExt;
+    /// Spawns a helper detached from the kubelet: own process group, stdio to a log file (and
+    /// stdin a pipe from us when `input`), and a task that reaps it when it exits (so it never
+    /// lingers as a zombie while the kubelet lives). tokio waits on a pidfd: no thread per
+    /// helper (there are two per running pod).
+    fn spawn_helper(&self, args: &[&str], dir: &Path, log: &str, input: bool) -> Result<Helper> {
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join(log))?;
-        let mut child = std::process::Command::new(&self.inner.helper)
+        let mut child = tokio::process::Command::new(&self.inner.helper)
             .arg(SUBCOMMAND)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if input { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::null())
             .stderr(log_file)
             .process_group(0)
+            .kill_on_drop(false)
             .spawn()
             .map_err(|e| {
                 RuntimeError::Unavailable(format!("starting {}: {e}", self.inner.helper.display()))
             })?;
-        let pid = child.id() as i32;
+        let pid = child
+            .id()
+            .ok_or_else(|| RuntimeError::Other("helper exited before it was seen".into()))?
+            as i32;
+        let stdin = child.stdin.take();
         let done = Arc::new(AtomicBool::new(false));
         let done2 = done.clone();
-        std::thread::Builder::new()
-            .name(format!("reap-{pid}"))
-            .spawn(move || {
-                let _ = child.wait();
-                done2.store(true, Ordering::SeqCst);
-            })?;
-        Ok((pid, done))
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            done2.store(true, Ordering::SeqCst);
+        });
+        Ok(Helper { pid, done, stdin })
     }
 
     async fn wait_exit_record(dir: &Path, timeout: Duration) -> Option<ExitRecord> {
@@ -413,6 +436,14 @@ impl ProcessRuntime {
         }
         Ok(exit)
     }
+}
+
+/// A helper process [`ProcessRuntime::spawn_helper`] started.
+struct Helper {
+    pid: i32,
+    /// Set once it exited.
+    done: Arc<AtomicBool>,
+    stdin: Option<tokio::process::ChildStdin>,
 }
 
 fn valid_id(id: &str) -> Result<()> {
@@ -754,7 +785,9 @@ impl Runtime for ProcessRuntime {
             )));
         }
         let dir_str = dir.to_string_lossy().into_owned();
-        let (_, monitor_done) = self.spawn_helper(&["monitor", &dir_str], &dir, "monitor.log")?;
+        let monitor_done = self
+            .spawn_helper(&["monitor", &dir_str], &dir, "monitor.log", false)?
+            .done;
         // Started once the command exec'd (started.json) or failed to (exit.json).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -1146,15 +1179,21 @@ impl ProcessRuntime {
         };
         write_json(&dir.join("sandbox.json"), &rec)?;
         let dir_str = dir.to_string_lossy().into_owned();
-        let (pid, done) = self.spawn_helper(&["pause", &dir_str], dir, "pause.log")?;
+        let bridge = match (&self.inner.network, net_mode) {
+            (Some(net), NetMode::Bridge) => Some(net),
+            _ => None,
+        };
+        let mut pause =
+            self.spawn_helper(&["pause", &dir_str], dir, "pause.log", bridge.is_some())?;
+        let pid = pause.pid;
+        let pause_failed = || {
+            let log = fs::read_to_string(dir.join("pause.log")).unwrap_or_default();
+            RuntimeError::Other(format!("pod sandbox process failed: {}", log.trim()))
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !dir.join("ready").exists() {
-            if done.load(Ordering::SeqCst) {
-                let log = fs::read_to_string(dir.join("pause.log")).unwrap_or_default();
-                return Err(RuntimeError::Other(format!(
-                    "pod sandbox process failed: {}",
-                    log.trim()
-                )));
+            if pause.done.load(Ordering::SeqCst) {
+                return Err(pause_failed());
             }
             if Instant::now() >= deadline {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -1164,16 +1203,53 @@ impl ProcessRuntime {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let pause = ProcState::of(pid)
+        let state = ProcState::of(pid)
             .ok_or_else(|| RuntimeError::Other("pod sandbox process exited".into()))?;
-        write_json(&dir.join("pause.json"), &pause)?;
-        rec.ip = Some(match (&self.inner.network, net_mode) {
-            (Some(net), NetMode::Bridge) => {
+        write_json(&dir.join("pause.json"), &state)?;
+        rec.ip = Some(match bridge {
+            Some(net) => {
                 let (ip, veth) = net.attach(id, dir, pid).await?;
+                // Recorded at once, so a failure from here on is undone by remove_sandbox.
+                rec.ip = Some(ip.to_string());
                 rec.veth = Some(veth);
-                ip
+                write_json(&dir.join("sandbox.json"), &rec)?;
+                let configured = async {
+                    use tokio::io::AsyncWriteExt as _;
+                    let mut stdin = pause.stdin.take().ok_or_else(pause_failed)?;
+                    if stdin
+                        .write_all(Network::pod_side(ip).as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return Err(pause_failed());
+                    }
+                    drop(stdin);
+                    loop {
+                        if dir.join("net-ok").exists() {
+                            return Ok(());
+                        }
+                        if let Ok(msg) = fs::read_to_string(dir.join("net-error")) {
+                            return Err(RuntimeError::Other(msg));
+                        }
+                        if pause.done.load(Ordering::SeqCst) {
+                            return Err(pause_failed());
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(RuntimeError::Other(
+                                "pod network not set up within 20s".into(),
+                            ));
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                .await;
+                if configured.is_err() {
+                    net.attach_failed();
+                }
+                configured?;
+                ip.to_string()
             }
-            _ => self.inner.host_ip.clone(),
+            None => self.inner.host_ip.clone(),
         });
         write_json(&dir.join("sandbox.json"), &rec)?;
         tracing::debug!(sandbox = %id, pod = %config.name, ip = ?rec.ip, "sandbox ready");

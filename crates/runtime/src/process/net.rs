@@ -4,8 +4,10 @@
 //! from files under a host-wide state directory (one file per address, created with
 //! `O_EXCL`), so several kubelets on one host (`kumo up --nodes 2`) never hand out the same IP.
 //!
-//! Everything goes through `ip` (iproute2); commands inside a pod's namespace run through the
-//! `kumo runtime-init nsexec` helper (setns + exec), so no code here runs in a foreign netns.
+//! Everything goes through `ip` (iproute2), one `ip -batch` per side: the host side here (veth
+//! pair with its pod end moved into the namespace, host end on the bridge), the pod side
+//! (loopback, `eth0` address, default route) by the sandbox's pause process, which is already
+//! in the namespace (see [`Network::pod_side`]), so no code here runs in a foreign netns.
 
 use std::fs;
 use std::io;
@@ -22,8 +24,6 @@ const PREFIX: u8 = 16;
 pub struct Network {
     /// Host-wide IPAM directory (default `/var/lib/kumo/network`).
     pub state_dir: PathBuf,
-    /// The `kumo` binary (for `runtime-init nsexec`).
-    pub helper: PathBuf,
     /// Set once the bridge was seen set up, so pod starts skip three `ip` runs; cleared
     /// when an attach fails (someone may have deleted the bridge).
     pub bridge_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -60,13 +60,16 @@ impl Network {
         Ok(())
     }
 
-    /// Gives the namespace of `pid` an `eth0` on the bridge; returns (pod IP, host veth name).
+    /// The host side of a pod's network: an address, and a veth pair whose pod end is `eth0`
+    /// in the network namespace of `pid` and whose host end is up on the bridge (one `ip`
+    /// run). Returns (pod IP, host veth name); the pod side ([`Network::pod_side`]) is left to
+    /// run inside the namespace, and [`Network::detach`] undoes both.
     pub async fn attach(
         &self,
         sandbox_id: &str,
         owner: &Path,
         pid: i32,
-    ) -> io::Result<(String, String)> {
+    ) -> io::Result<(Ipv4Addr, String)> {
         use std::sync::atomic::Ordering;
         if !self.bridge_ready.load(Ordering::SeqCst) {
             self.ensure_bridge().await?;
@@ -74,33 +77,22 @@ impl Network {
         }
         let addr = self.allocate(owner)?;
         let veth = veth_name(sandbox_id);
-        let result = async {
-            let pid_s = pid.to_string();
-            let add = [
-                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
-            ];
-            if let Err(e) = ip(&add).await {
-                if !e.to_string().contains("exists") {
-                    return Err(e);
-                }
-                // A leftover from a crashed start of the same sandbox id.
-                ip(&["link", "del", &veth]).await?;
-                ip(&add).await?;
-            }
-            ip(&["link", "set", &veth, "master", BRIDGE, "up"]).await?;
-            self.ip_batch_in(
-                &format!("/proc/{pid}/ns/net"),
-                &format!(
-                    "addr add {addr}/{PREFIX} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n"
-                ),
-            )
-            .await
+        let batch = format!(
+            "link add {veth} type veth peer name eth0 netns {pid}\nlink set {veth} master {BRIDGE} up\n"
+        );
+        let mut result = ip_batch(&batch).await;
+        if result
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("exists"))
+        {
+            // A leftover from a crashed start of the same sandbox id.
+            let _ = ip(&["link", "del", &veth]).await;
+            result = ip_batch(&batch).await;
         }
-        .await;
         match result {
-            Ok(()) => Ok((addr.to_string(), veth)),
+            Ok(()) => Ok((addr, veth)),
             Err(e) => {
-                self.bridge_ready.store(false, Ordering::SeqCst);
+                self.attach_failed();
                 let _ = ip(&["link", "del", &veth]).await;
                 self.release(&addr.to_string(), owner);
                 Err(e)
@@ -108,40 +100,29 @@ impl Network {
         }
     }
 
-    /// Deletes the host end (the pod end goes with its namespace) and frees the address.
+    /// The `ip -batch` commands that configure the pod's side of the pair from inside its
+    /// namespace: loopback and `eth0` up, the address, the default route via the bridge.
+    pub fn pod_side(addr: Ipv4Addr) -> String {
+        format!(
+            "link set lo up\naddr add {addr}/{PREFIX} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n"
+        )
+    }
+
+    /// After a failed attach: the bridge is checked again on the next one (someone may have
+    /// deleted it).
+    pub fn attach_failed(&self) {
+        self.bridge_ready
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Deletes the host end (the pod end goes with it, or with its namespace) and frees the
+    /// address.
     pub async fn detach(&self, ip_addr: Option<&str>, veth: Option<&str>, owner: &Path) {
         if let Some(v) = veth {
             let _ = ip(&["link", "del", v]).await;
         }
         if let Some(a) = ip_addr {
             self.release(a, owner);
-        }
-    }
-
-    /// Runs `ip -batch -` inside a network namespace (one helper process for all commands).
-    async fn ip_batch_in(&self, netns: &str, batch: &str) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let mut child = Command::new(&self.helper)
-            .arg(super::SUBCOMMAND)
-            .arg("nsexec")
-            .arg(netns)
-            .args(["ip", "-batch", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(batch.as_bytes()).await?;
-        }
-        let out = child.wait_with_output().await?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "ip -batch in {netns} ({}): {}",
-                batch.trim().replace('\n', "; "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
         }
     }
 
@@ -205,6 +186,30 @@ impl Network {
 fn veth_name(sandbox_id: &str) -> String {
     let short: String = sandbox_id.chars().take(12).collect();
     format!("kv{short}")
+}
+
+/// `ip -batch -` on the host: the commands stop at the first that fails.
+async fn ip_batch(batch: &str) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(batch.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip -batch ({}): {}",
+            batch.trim().replace('\n', "; "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 async fn ip(args: &[&str]) -> io::Result<()> {
