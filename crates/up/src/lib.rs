@@ -192,6 +192,9 @@ impl UpConfig {
             for i in 0..c.nodes {
                 ports.push((kubelet_port(&c, i + 1), "kubelet"));
             }
+            if c.role == Role::Host {
+                ports.push((federation_metrics_port(&c), "federation metrics"));
+            }
             for (p, what) in ports {
                 if p == u16::MAX {
                     return Err(UpError::Plan(format!(
@@ -217,6 +220,11 @@ fn port(base: u16, offset: u32) -> u16 {
         .ok()
         .filter(|p| *p < u16::MAX)
         .unwrap_or(u16::MAX)
+}
+
+/// The host's `kumo federation` serves `/metrics` one above the host store's metrics port.
+pub fn federation_metrics_port(c: &ClusterPlan) -> u16 {
+    port(c.store_metrics_port, 1)
 }
 
 fn kubelet_port(c: &ClusterPlan, i: u32) -> u16 {
@@ -360,6 +368,9 @@ fn plan_cluster(cfg: &UpConfig, c: &ClusterPlan) -> Vec<Component> {
                 "federation".into(),
                 "--kubeconfig".into(),
                 kubeconfig.display().to_string(),
+                // Its /metrics next to the host store's, so local federations don't collide.
+                "--metrics-bind-address".into(),
+                format!("127.0.0.1:{}", federation_metrics_port(c)),
             ],
             Some(kubeconfig.clone()),
         ));

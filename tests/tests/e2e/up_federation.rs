@@ -107,11 +107,13 @@ fn up_members_runs_the_readme_walkthrough() {
     let data = tmp.path().join("kumo");
     let _down = Down(data.clone());
     let port = || free_port().to_string();
+    let store_metrics = free_port();
     let out = Command::new(kumo_bin())
         .args(["up", "--detach", "--data-dir"])
         .arg(&data)
         .args(["--members", "3", "--nodes", "1", "--runtime", "sim"])
-        .args(["--store-port", &port(), "--store-metrics-port", &port()])
+        .args(["--store-port", &port()])
+        .args(["--store-metrics-port", &store_metrics.to_string()])
         .args(["--apiserver-port", &port(), "--kubelet-port", &port()])
         .output()
         .expect("run kumo up");
@@ -158,6 +160,19 @@ fn up_members_runs_the_readme_walkthrough() {
         &["get", "serviceaccount", "-n", "kumo-system", "-o", "name"],
     );
     assert!(sa.contains("serviceaccount/kumo-federation"), "{sa}");
+
+    // `kumo federation` serves its metrics one above the host store's metrics port.
+    let metrics = kumo_tests::http_get(
+        &format!("http://127.0.0.1:{}/metrics", store_metrics + 1),
+        Duration::from_secs(5),
+    )
+    .expect("federation /metrics");
+    assert!(
+        metrics.status == 200 && metrics.body.contains("kumo_federation_clusters"),
+        "{} {}",
+        metrics.status,
+        metrics.body
+    );
 
     // The README's example, as written: 2/2/2, member3's image, local-b's env, the ConfigMap.
     fed.ok(
