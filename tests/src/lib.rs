@@ -931,3 +931,46 @@ pub fn pss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// Nearest-rank percentile `p` (0–1) of sorted durations (zero for none), as the benches report.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// `lock()` that shrugs off poisoning (a panicked bench task must not hide the others' data).
+pub trait Lk<T> {
+    fn lk(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> Lk<T> for std::sync::Mutex<T> {
+    fn lk(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A command's stdout then stderr, as text (for assertion messages).
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `kumo down --data-dir DIR` when dropped, so a `kumo up --detach` a test started never
+/// outlives it, pass or fail.
+pub struct KumoDown(pub PathBuf);
+
+impl Drop for KumoDown {
+    fn drop(&mut self) {
+        let _ = Command::new(kumo_bin())
+            .arg("down")
+            .arg("--data-dir")
+            .arg(&self.0)
+            .output();
+    }
+}

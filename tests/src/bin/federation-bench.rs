@@ -35,7 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -46,7 +46,9 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use kumo_tests::{ApiServerProc, StoreKind, free_port, kumo_bin, parse_exposition, pss_mib};
+use kumo_tests::{
+    ApiServerProc, Lk, StoreKind, free_port, kumo_bin, parse_exposition, percentile, pss_mib,
+};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -107,24 +109,6 @@ struct Args {
     /// Write the results table (Markdown) here too.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-trait Lk<T> {
-    fn lk(&self) -> MutexGuard<'_, T>;
-}
-
-impl<T> Lk<T> for Mutex<T> {
-    fn lk(&self) -> MutexGuard<'_, T> {
-        self.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 fn ms(d: Duration) -> String {

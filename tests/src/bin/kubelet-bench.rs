@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -32,7 +32,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use kumo_tests::{ApiServerProc, StoreKind, free_port, kumo_bin};
+use kumo_tests::{ApiServerProc, Lk, StoreKind, free_port, kumo_bin, percentile, pss_mib};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,38 +64,7 @@ struct Args {
     quick: bool,
 }
 
-trait Lk<T> {
-    fn lk(&self) -> MutexGuard<'_, T>;
-}
-
-impl<T> Lk<T> for Mutex<T> {
-    fn lk(&self) -> MutexGuard<'_, T> {
-        self.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 type Times = Arc<Mutex<HashMap<String, Instant>>>;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-/// Proportional set size of a process in MiB (shared pages — the `kumo` binary's text that
-/// every runtime helper maps — counted once across the processes sharing them).
-fn pss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("Pss:"))?;
-            l.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 /// Count and summed PSS of every process of the pods: `pid`'s descendants (pause and
 /// per-container monitor processes of the process runtime, and the containers).

@@ -16,7 +16,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -28,7 +28,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use kumo_tests::{ApiServerProc, StoreKind, free_port, http_get, parse_exposition};
+use kumo_tests::{ApiServerProc, Lk, StoreKind, free_port, http_get, parse_exposition, percentile};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,24 +71,6 @@ fn cpu_seconds(pid: u32) -> f64 {
             Some((u + k) / 100.0)
         })
         .unwrap_or(0.0)
-}
-
-trait Lk<T> {
-    fn lk(&self) -> MutexGuard<'_, T>;
-}
-
-impl<T> Lk<T> for Mutex<T> {
-    fn lk(&self) -> MutexGuard<'_, T> {
-        self.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 async fn client_for(api: &ApiServerProc) -> Result<kube::Client> {

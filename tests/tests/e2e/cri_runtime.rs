@@ -621,19 +621,6 @@ async fn cri_runtime_oom_killed_and_host_network() {
         .expect("remove sandbox");
 }
 
-/// Runs `kumo down` when dropped, so no component outlives a failed test.
-struct Down(std::path::PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(kumo_tests::kumo_bin())
-            .arg("down")
-            .arg("--data-dir")
-            .arg(&self.0)
-            .output();
-    }
-}
-
 /// kubectl 1.33 against the `kumo up` cluster in `data`: (success, stdout+stderr).
 fn kubectl(data: &Path, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(kumo_tests::kubectl_bin("1.33"))
@@ -695,7 +682,7 @@ async fn cri_runtime_kumo_up_deployment() {
     let ctd = Containerd::start().await.expect("start containerd");
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("kumo");
-    let down = Down(data.clone());
+    let down = kumo_tests::KumoDown(data.clone());
     let port = |p: u16| p.to_string();
     let out = std::process::Command::new(kumo_tests::kumo_bin())
         .arg("up")

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kumo_tests::{free_port, kubectl_bin, kumo_bin};
+use kumo_tests::{free_port, kubectl_bin, kumo_bin, output_text as text};
 
 struct Cluster {
     name: String,
@@ -28,14 +28,6 @@ impl Drop for Cluster {
             .arg(&self.data)
             .output();
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn kumo(args: &[&str]) -> String {

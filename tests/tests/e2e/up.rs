@@ -19,23 +19,12 @@ fn kumo(args: &[&str]) -> String {
     text
 }
 
-/// Stops the cluster even when an assertion fails, so no process outlives the test.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(kumo_bin())
-            .args(["down", "--data-dir", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn up_status_down_delete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("kumo");
     let d = data.to_str().expect("utf-8 path");
-    let _guard = Down(d.to_string());
+    let _guard = kumo_tests::KumoDown(data.clone());
     let (store, metrics, api) = (free_port(), free_port(), free_port());
     let out = kumo(&[
         "up",

@@ -7,28 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kumo_tests::{free_port, kubectl_bin, kumo_bin};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `kumo down` when the test ends, pass or fail.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(kumo_bin())
-            .arg("down")
-            .arg("--data-dir")
-            .arg(&self.0)
-            .output();
-    }
-}
+use kumo_tests::{KumoDown, free_port, kubectl_bin, kumo_bin, output_text as text};
 
 struct Fed {
     data: PathBuf,
@@ -105,7 +84,7 @@ const MEMBERS: [&str; 3] = ["member1", "member2", "member3"];
 fn up_members_runs_the_readme_walkthrough() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("kumo");
-    let _down = Down(data.clone());
+    let _down = KumoDown(data.clone());
     let port = || free_port().to_string();
     let store_metrics = free_port();
     let out = Command::new(kumo_bin())

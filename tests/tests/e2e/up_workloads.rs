@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kumo_tests::{free_port, kubectl_bin, kumo_bin};
+use kumo_tests::{free_port, kubectl_bin, kumo_bin, output_text as text};
 
 /// The image every pod here runs: Debian's busybox-static with its applets.
 const IMAGE: &str = "kumo.test/busybox:1";
@@ -29,14 +29,6 @@ impl Drop for Cluster {
             .arg(&self.data)
             .output();
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn kumo(args: &[&str]) -> String {
