@@ -1132,6 +1132,11 @@ fn clean(mut obj: Value, owner: &str) -> Value {
     obj
 }
 
+/// The elements of a JSON array field (none when it is absent or not an array).
+fn items(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
 /// The (kind, name) of the ConfigMaps, Secrets and ServiceAccounts a pod template uses.
 fn referenced(pod_spec: &Value) -> BTreeSet<(&'static str, String)> {
     let mut out = BTreeSet::new();
@@ -1140,53 +1145,27 @@ fn referenced(pod_spec: &Value) -> BTreeSet<(&'static str, String)> {
             out.insert((kind, n.to_string()));
         }
     };
-    for v in pod_spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for v in items(pod_spec.get("volumes")) {
         add("ConfigMap", v.pointer("/configMap/name"));
         add("Secret", v.pointer("/secret/secretName"));
-        for s in v
-            .pointer("/projected/sources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for s in items(v.pointer("/projected/sources")) {
             add("ConfigMap", s.pointer("/configMap/name"));
             add("Secret", s.pointer("/secret/name"));
         }
     }
-    let containers = ["containers", "initContainers"].iter().flat_map(|k| {
-        pod_spec
-            .get(*k)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-    });
+    let containers = items(pod_spec.get("containers")).chain(items(pod_spec.get("initContainers")));
     for c in containers {
-        for e in c
-            .get("envFrom")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for e in items(c.get("envFrom")) {
             add("ConfigMap", e.pointer("/configMapRef/name"));
             add("Secret", e.pointer("/secretRef/name"));
         }
-        for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+        for e in items(c.get("env")) {
             add("ConfigMap", e.pointer("/valueFrom/configMapKeyRef/name"));
             add("Secret", e.pointer("/valueFrom/secretKeyRef/name"));
         }
     }
     add("ServiceAccount", pod_spec.get("serviceAccountName"));
-    for s in pod_spec
-        .get("imagePullSecrets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for s in items(pod_spec.get("imagePullSecrets")) {
         add("Secret", s.get("name"));
     }
     out.retain(|(k, n)| !(*k == "ServiceAccount" && n == "default"));
