@@ -119,7 +119,7 @@ fn build_keyspace(path: PathBuf) -> crate::error::Result<Mvcc> {
     for (i, batch) in puts.iter().enumerate() {
         let mut t = w.store_txn()?;
         for (k, v) in batch.iter() {
-            t.put(k.as_bytes(), v.as_bytes().to_vec(), 0, &leases, false)?;
+            t.put(k.as_bytes(), v.as_bytes().to_vec(), 0, &leases, None)?;
         }
         if i == 3 {
             t.delete_range(&KeyRange::from_request(b"b", b""), &leases)?;

@@ -32,6 +32,9 @@ struct Generation {
 struct KeyIndex {
     /// The last generation is the live one; it is empty when the key is deleted.
     gens: Vec<Generation>,
+    /// Lease of the key's latest revision (0: none, or deleted): a put learns the lease it
+    /// replaces without reading the previous value from the backend.
+    lease: i64,
 }
 
 /// What the index knows about a key visible at some revision.
@@ -43,7 +46,8 @@ pub struct KeyAt {
 }
 
 impl KeyIndex {
-    fn put(&mut self, rev: Rev) {
+    fn put(&mut self, rev: Rev, lease: i64) {
+        self.lease = lease;
         if self.gens.is_empty() {
             self.gens.push(Generation::default());
         }
@@ -61,7 +65,7 @@ impl KeyIndex {
             Some(g) if !g.revs.is_empty() => {}
             _ => return false,
         }
-        self.put(rev);
+        self.put(rev, 0);
         self.gens.push(Generation::default());
         true
     }
@@ -198,13 +202,41 @@ impl KeyRange {
 }
 
 impl Index {
-    pub fn put(&mut self, key: &[u8], rev: Rev) {
+    pub fn put(&mut self, key: &[u8], rev: Rev, lease: i64) {
         match self.keys.get_mut(key) {
-            Some(ki) => ki.put(rev),
+            Some(ki) => ki.put(rev, lease),
             None => {
                 let mut ki = KeyIndex::default();
-                ki.put(rev);
+                ki.put(rev, lease);
                 self.keys.insert(key.to_vec(), ki);
+            }
+        }
+    }
+
+    /// A put of `key` at `rev` with `lease`, in one lookup: `write` gets what was visible at
+    /// `at` (with that revision's lease) and stores the value; only if it succeeds is the put
+    /// recorded. Returns what `write` returned.
+    pub fn put_with<T, E>(
+        &mut self,
+        key: &[u8],
+        rev: Rev,
+        lease: i64,
+        at: i64,
+        write: impl FnOnce(Option<(KeyAt, i64)>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        use std::collections::btree_map::Entry;
+        match self.keys.entry(key.to_vec()) {
+            Entry::Occupied(mut o) => {
+                let ki = o.get_mut();
+                let before = ki.get(at).map(|ka| (ka, ki.lease));
+                let out = write(before)?;
+                ki.put(rev, lease);
+                Ok(out)
+            }
+            Entry::Vacant(v) => {
+                let out = write(None)?;
+                v.insert(KeyIndex::default()).put(rev, lease);
+                Ok(out)
             }
         }
     }
@@ -277,10 +309,10 @@ mod tests {
     #[test]
     fn generations_and_versions() {
         let mut ix = Index::default();
-        ix.put(b"a", r(2));
-        ix.put(b"a", r(3));
+        ix.put(b"a", r(2), 0);
+        ix.put(b"a", r(3), 0);
         assert!(ix.tombstone(b"a", r(4)));
-        ix.put(b"a", r(5));
+        ix.put(b"a", r(5), 0);
         assert_eq!(ix.get(b"a", 1), None);
         let at2 = ix.get(b"a", 2).expect("a@2");
         assert_eq!((at2.version, at2.created, at2.modified), (1, r(2), r(2)));
@@ -294,11 +326,11 @@ mod tests {
     #[test]
     fn compaction_keeps_what_is_visible() {
         let mut ix = Index::default();
-        ix.put(b"a", r(2));
-        ix.put(b"a", r(3));
-        ix.put(b"b", r(4));
+        ix.put(b"a", r(2), 0);
+        ix.put(b"a", r(3), 0);
+        ix.put(b"b", r(4), 0);
         ix.tombstone(b"b", r(5));
-        ix.put(b"a", r(6));
+        ix.put(b"a", r(6), 0);
         let keep = ix.compact(5);
         assert!(keep.contains(&r(3)));
         assert!(!keep.contains(&r(2)));
@@ -312,7 +344,7 @@ mod tests {
     fn ranges() {
         let mut ix = Index::default();
         for (i, k) in [b"a".as_slice(), b"ab", b"b", b"c"].iter().enumerate() {
-            ix.put(k, r(i as i64 + 2));
+            ix.put(k, r(i as i64 + 2), 0);
         }
         let mut seen = Vec::new();
         ix.range(&KeyRange::from_request(b"a", b"b"), 10, |k, _| {
@@ -328,5 +360,36 @@ mod tests {
         assert_eq!(seen, vec![b"b".to_vec(), b"c".to_vec()]);
         assert!(KeyRange::from_request(b"a", b"c").overlaps(&KeyRange::Single(b"b".to_vec())));
         assert!(!KeyRange::from_request(b"a", b"b").overlaps(&KeyRange::Single(b"b".to_vec())));
+    }
+
+    #[test]
+    fn put_with_reports_what_it_replaces_and_records_only_on_success() {
+        let mut ix = Index::default();
+        let first = ix.put_with(b"k", r(2), 7, 1, Ok::<_, ()>);
+        assert_eq!(first, Ok(None));
+        let second = ix.put_with(b"k", r(3), 0, 2, Ok::<_, ()>);
+        let (ka, lease) = second.expect("ok").expect("k was live");
+        assert_eq!(
+            (ka.modified, ka.created, ka.version, lease),
+            (r(2), r(2), 1, 7)
+        );
+        // A failed write leaves the index as it was, for a new key and an existing one.
+        assert_eq!(
+            ix.put_with(b"new", r(4), 0, 3, |_| Err::<(), _>("disk")),
+            Err("disk")
+        );
+        assert_eq!(ix.get(b"new", 4), None);
+        assert_eq!(ix.len(), 1);
+        assert_eq!(
+            ix.put_with(b"k", r(4), 0, 3, |_| Err::<(), _>("disk")),
+            Err("disk")
+        );
+        assert_eq!(ix.get(b"k", 4).expect("k").modified, r(3));
+        // A tombstone ends the lease; the next generation starts without one.
+        assert!(ix.tombstone(b"k", r(5)));
+        ix.put(b"k", r(6), 9);
+        let third = ix.put_with(b"k", r(7), 0, 6, Ok::<_, ()>);
+        let (ka, lease) = third.expect("ok").expect("k live again");
+        assert_eq!((ka.created, ka.version, lease), (r(6), 1, 9));
     }
 }

@@ -10,7 +10,7 @@ pub mod index;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use kumo_etcd_proto::mvccpb::{Event, KeyValue, event::EventType};
 use kumo_etcd_proto::pb::{self, range_request::SortOrder, range_request::SortTarget};
@@ -66,6 +66,9 @@ pub struct Mvcc {
     compact_done: tokio::sync::watch::Sender<i64>,
     /// Serializes physical compactions.
     compactor: Mutex<()>,
+    /// Size of the database file, read after every commit that can change it (the quota
+    /// check runs on every write request and must not cost a `statx` each).
+    size: AtomicU64,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -119,7 +122,7 @@ impl Mvcc {
                 if tomb {
                     index.tombstone(&kv.key, rev);
                 } else {
-                    index.put(&kv.key, rev);
+                    index.put(&kv.key, rev, kv.lease);
                 }
                 max_main = max_main.max(rev.main);
             }
@@ -138,7 +141,9 @@ impl Mvcc {
             compacted: AtomicI64::new(compacted),
             compact_done: tx,
             compactor: Mutex::new(()),
+            size: AtomicU64::new(0),
         };
+        m.refresh_size();
         if compacted > 0 {
             let keep = m.index.write().compact(compacted);
             if done < compacted {
@@ -170,9 +175,15 @@ impl Mvcc {
         f(&self.db.read())
     }
 
-    /// Physical size of the database file.
+    /// Physical size of the database file (as of the last commit).
     pub fn db_size(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the database file's size after a commit or a defragment.
+    fn refresh_size(&self) {
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        self.size.store(len, Ordering::Release);
     }
 
     /// Bytes of the file holding live data (file size less free pages).
@@ -357,6 +368,7 @@ impl Mvcc {
                 break;
             }
         }
+        self.refresh_size();
         self.compact_done.send_replace(at);
         Ok(())
     }
@@ -370,7 +382,10 @@ impl Mvcc {
         w.commit()?;
         for attempt in 0..50 {
             match db.compact() {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.refresh_size();
+                    return Ok(());
+                }
                 Err(redb::CompactionError::TransactionInProgress) if attempt < 49 => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -400,6 +415,7 @@ impl Mvcc {
         w.set_durability(Durability::Immediate)?;
         w.set_quick_repair(true);
         w.commit()?;
+        self.refresh_size();
         Ok(())
     }
 
@@ -582,6 +598,7 @@ impl<'a> BatchWriter<'a> {
             meta.insert("rev", self.rev.to_be_bytes().as_slice())?;
         }
         txn.commit()?;
+        self.mvcc.refresh_size();
         self.mvcc.publish_rev(self.rev);
         Ok(self.rev)
     }
@@ -644,35 +661,38 @@ impl StoreTxn<'_> {
         }
     }
 
+    /// Writes `key` at this transaction's revision. `prev` is the previous value when the
+    /// caller read it (watchers want it as the event's `prev_kv`); the revision bookkeeping
+    /// and the lease it replaces come from the index, so a plain put never reads the backend.
     pub fn put(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
         lease: i64,
         leases: &dyn LeaseHooks,
-        want_prev: bool,
+        prev: Option<KeyValue>,
     ) -> Result<()> {
         let rev = Rev::new(self.write_rev(), self.sub);
-        let prev = self.get(key)?;
-        let (created, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (rev.main, 1),
-        };
-        let kv = KeyValue {
-            key: key.to_vec(),
-            create_revision: created,
-            mod_revision: rev.main,
-            version,
-            value,
-            lease,
-        };
-        let row = encode_row(&kv, false);
-        self.table
-            .as_mut()
-            .expect("open until end")
-            .insert(rk(rev), row.as_slice())?;
-        self.mvcc.index.write().put(key, rev);
-        let old_lease = prev.as_ref().map(|p| p.lease).unwrap_or(0);
+        let at = self.read_rev();
+        let table = self.table.as_mut().expect("open until end");
+        let mut index = self.mvcc.index.write();
+        let (kv, old_lease) = index.put_with(key, rev, lease, at, |before| {
+            let (created, version, old_lease) = match before {
+                Some((ka, l)) => (ka.created.main, ka.version + 1, l),
+                None => (rev.main, 1, 0),
+            };
+            let kv = KeyValue {
+                key: key.to_vec(),
+                create_revision: created,
+                mod_revision: rev.main,
+                version,
+                value,
+                lease,
+            };
+            table.insert(rk(rev), encode_row(&kv, false).as_slice())?;
+            Ok::<_, StoreError>((kv, old_lease))
+        })?;
+        drop(index);
         if old_lease != lease {
             if old_lease != 0 {
                 leases.detach(old_lease, key);
@@ -685,7 +705,7 @@ impl StoreTxn<'_> {
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: if want_prev { prev } else { None },
+            prev_kv: prev,
         });
         Ok(())
     }

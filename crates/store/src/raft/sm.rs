@@ -301,10 +301,16 @@ fn put_in(
         (Some(pv), true) => pv.lease,
         _ => p.lease,
     };
-    t.put(&p.key, value, lease, leases, want_prev)?;
+    let (prev_kv, event_prev) = match (p.prev_kv, want_prev) {
+        (true, true) => (prev.clone(), prev),
+        (true, false) => (prev, None),
+        (false, true) => (None, prev),
+        (false, false) => (None, None),
+    };
+    t.put(&p.key, value, lease, leases, event_prev)?;
     Ok(pb::PutResponse {
         header: rev_header(t.write_rev()),
-        prev_kv: if p.prev_kv { prev } else { None },
+        prev_kv,
     })
 }
 
