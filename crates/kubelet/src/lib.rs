@@ -108,10 +108,12 @@ async fn kubeconfig_path(cfg: &KubeletConfig, node_name: &str) -> anyhow::Result
 
 /// Runs the kubelet until an unrecoverable error.
 /// Transparent huge pages off for the kubelet and the runtime helpers it spawns (see
-/// [`kumo_runtime::process::disable_transparent_huge_pages`]). The allocator has already
-/// faulted in its first heap regions as 2 MiB pages by the time this runs (~6 MiB of a ~33 MiB
-/// idle kubelet), so when THP can apply the kubelet re-executes itself once, same pid and
-/// arguments, with the flag set, which the new image keeps from its first allocation on.
+/// [`kumo_runtime::process::disable_transparent_huge_pages`]). kumo's allocator never asks for
+/// huge pages (mimalloc built with `no_thp`), so with THP in `madvise` mode (most
+/// distributions) nothing more is needed. With THP `always` the kernel has already backed the
+/// allocator's first heap regions with 2 MiB pages by the time this runs (~6 MiB of a ~33 MiB
+/// idle kubelet), so the kubelet re-executes itself once, same pid and arguments, with the
+/// flag set, which the new image keeps from its first allocation on.
 fn without_huge_pages() {
     use std::os::unix::process::CommandExt as _;
     if nix::sys::prctl::get_thp_disable().unwrap_or(true) {
@@ -121,10 +123,10 @@ fn without_huge_pages() {
     if !kumo_runtime::process::disable_transparent_huge_pages() {
         return;
     }
-    let thp_never = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .map_or(true, |s| s.contains("[never]"));
+    let thp_always = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]"));
     let mut args = std::env::args_os();
-    let (Some(arg0), Ok(exe), false) = (args.next(), std::env::current_exe(), thp_never) else {
+    let (Some(arg0), Ok(exe), true) = (args.next(), std::env::current_exe(), thp_always) else {
         return;
     };
     let err = std::process::Command::new(exe).arg0(arg0).args(args).exec();

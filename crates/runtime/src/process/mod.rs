@@ -60,12 +60,11 @@ pub const UNKNOWN_EXIT_CODE: i32 = 255;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Turns transparent huge pages off for this process and everything it spawns from now on
-/// (`PR_SET_THP_DISABLE` is inherited across fork and kept across execve). kumo's allocator
-/// (mimalloc) advises huge pages for its heap regions, so with THP on (`always`, or `madvise`
-/// as most distributions ship it) every runtime helper — the whole `kumo` binary re-executed
-/// per pod sandbox and container — and every new thread faulted in and zeroed 2 MiB pages for
-/// a few KiB of heap: most of the CPU a pod start cost, and ~2 MiB of RSS per helper and in
-/// the kubelet. Containers' own commands get THP back before they are executed. Returns
+/// (`PR_SET_THP_DISABLE` is inherited across fork and kept across execve). With THP `always`
+/// every runtime helper — the whole `kumo` binary re-executed per pod sandbox and container —
+/// and every new thread faulted in and zeroed 2 MiB pages for a few KiB of heap: most of the
+/// CPU a pod start cost, and ~2 MiB of RSS per helper and in the kubelet. (kumo's allocator is
+/// built not to advise huge pages, which covers THP `madvise`.) Containers' own commands get THP back before they are executed. Returns
 /// whether the flag is now set.
 pub fn disable_transparent_huge_pages() -> bool {
     match nix::sys::prctl::set_thp_disable(true) {
