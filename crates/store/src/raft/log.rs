@@ -7,12 +7,20 @@
 //!
 //! Record: `u32 len | u32 crc32(body) | body`, body = `term u64 | node u64 | index u64 | kind
 //! u8 | payload`. A torn record at the tail (crash mid-write) is cut off on open.
+//!
+//! Segments are preallocated: the writer extends the current segment by writing zeros a chunk
+//! at a time ([`PREALLOC_BYTES`]), so most syncs overwrite blocks that already belong to the
+//! file and `fdatasync` flushes data only — not the inode's size as well (on ext4 that is a
+//! second synchronous write per sync, ~35 % of its time on these machines). A zero length
+//! marks the end of a segment's records; whatever follows it in the last segment must be
+//! zeros, or it is cut off on open (a torn write can leave later pages of a batch behind).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -24,6 +32,8 @@ use parking_lot::{Mutex, RwLock};
 use super::{Entry, LogId, MemberNode, Membership, Request, StorageError, TypeConfig, Vote};
 
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The writer grows a segment by this many zeroed bytes at a time.
+const PREALLOC_BYTES: u64 = 4 * 1024 * 1024;
 const META_FILE: &str = "raft-meta.json";
 
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -142,7 +152,10 @@ struct Writer {
     dir: PathBuf,
     segments: Vec<Segment>,
     file: File,
+    /// End of the records in `file`, where the next one is written.
     size: u64,
+    /// Length of `file`: `size..allocated` holds zeros.
+    allocated: u64,
     /// index → (segment first index, byte offset)
     offsets: BTreeMap<u64, (u64, u64)>,
     next_index: u64,
@@ -179,6 +192,8 @@ impl LogStore {
         let mut offsets = BTreeMap::new();
         let mut segments = Vec::new();
         let mut broken = false;
+        // Where the records of the last segment read end.
+        let mut records_end = 0u64;
         for first in firsts {
             let path = segment_path(dir, first);
             if broken {
@@ -190,6 +205,12 @@ impl LogStore {
             File::open(&path)?.read_to_end(&mut data)?;
             let mut p = 0usize;
             while p < data.len() {
+                if data.get(p..p + 4).is_none_or(|len| len == [0; 4]) {
+                    // The preallocated, never written rest of the segment: zeros, unless a
+                    // torn batch left later pages behind.
+                    broken = data[p..].iter().any(|b| *b != 0);
+                    break;
+                }
                 let ok = (|| {
                     let hdr = data.get(p..p + 8)?;
                     let len = u32::from_be_bytes(hdr[..4].try_into().ok()?) as usize;
@@ -215,16 +236,19 @@ impl LogStore {
                         p += n;
                     }
                     None => {
-                        tracing::warn!(segment = %path.display(), offset = p, "cutting torn or damaged tail of the raft log");
-                        OpenOptions::new()
-                            .write(true)
-                            .open(&path)?
-                            .set_len(p as u64)?;
                         broken = true;
                         break;
                     }
                 }
             }
+            if broken {
+                tracing::warn!(segment = %path.display(), offset = p, "cutting torn or damaged tail of the raft log");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(p as u64)?;
+            }
+            records_end = p as u64;
             segments.push(Segment { first, path });
         }
         let next_index = cache
@@ -242,13 +266,15 @@ impl LogStore {
             });
         }
         let last = segments.last().map(|s| s.path.clone()).unwrap_or_default();
-        let file = OpenOptions::new().append(true).open(&last)?;
-        let size = file.metadata()?.len();
+        let file = OpenOptions::new().write(true).open(&last)?;
+        let allocated = file.metadata()?.len();
+        let size = records_end.min(allocated);
         let writer = Writer {
             dir: dir.to_path_buf(),
             segments,
             file,
             size,
+            allocated,
             offsets,
             next_index,
             metrics,
@@ -360,8 +386,18 @@ impl Writer {
         if buf.is_empty() && pending.is_empty() {
             return Ok(());
         }
+        let written = buf.len() as u64;
         let res = (|| {
-            self.file.write_all(buf)?;
+            let end = self.size + buf.len() as u64;
+            if end > self.allocated {
+                // Grow the segment by zeroed chunks; this sync also records the new length.
+                let allocated = end.div_ceil(PREALLOC_BYTES) * PREALLOC_BYTES;
+                buf.resize((allocated - self.size) as usize, 0);
+                self.file.write_all_at(buf, self.size)?;
+                self.allocated = allocated;
+            } else {
+                self.file.write_all_at(buf, self.size)?;
+            }
             let t = std::time::Instant::now();
             let r = self.file.sync_data();
             if let Some(m) = &self.metrics {
@@ -369,7 +405,7 @@ impl Writer {
             }
             r
         })();
-        self.size += buf.len() as u64;
+        self.size += written;
         buf.clear();
         for cb in pending.drain(..) {
             let r = match &res {
@@ -381,7 +417,12 @@ impl Writer {
         res?;
         if self.size >= SEGMENT_BYTES {
             let path = segment_path(&self.dir, self.next_index);
-            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)?;
+            self.allocated = 0;
             sync_dir(&self.dir)?;
             self.segments.push(Segment {
                 first: self.next_index,
@@ -405,8 +446,9 @@ impl Writer {
         let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(off)?;
         f.sync_all()?;
-        self.file = OpenOptions::new().append(true).open(&path)?;
+        self.file = OpenOptions::new().write(true).open(&path)?;
         self.size = off;
+        self.allocated = off;
         self.offsets.split_off(&from);
         self.next_index = from;
         sync_dir(&self.dir)
@@ -543,5 +585,77 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             *cache = keep;
         }
         self.send(Cmd::Purge { upto: log_id.index })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(entries: std::ops::Range<u64>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in entries {
+            let e = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Blank,
+            };
+            encode_entry(&e, &mut out);
+        }
+        out
+    }
+
+    fn file_len(p: &Path) -> u64 {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_zeroed_tail_ends_a_segment_and_stays_allocated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut first = segment(1..4);
+        first.resize(PREALLOC_BYTES as usize, 0);
+        std::fs::write(segment_path(dir.path(), 1), &first).expect("write");
+        let mut second = segment(4..6);
+        let end = second.len() as u64;
+        second.resize(PREALLOC_BYTES as usize, 0);
+        let last = segment_path(dir.path(), 4);
+        std::fs::write(&last, &second).expect("write");
+
+        let log = LogStore::open(dir.path(), None).expect("open");
+        let cache = log.shared.cache.read();
+        assert_eq!(
+            cache.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        // Nothing was cut: the zeros are the preallocation the writer goes on to use.
+        assert_eq!(file_len(&last), PREALLOC_BYTES);
+        assert!(end < PREALLOC_BYTES);
+    }
+
+    #[test]
+    fn leftovers_after_the_zeroes_of_the_last_segment_are_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut data = segment(1..3);
+        let end = data.len();
+        // A torn batch: its first page never reached the disk, a later one did.
+        data.resize(end + 4096, 0);
+        data.extend_from_slice(&segment(7..8));
+        data.resize(PREALLOC_BYTES as usize, 0);
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, &data).expect("write");
+
+        let log = LogStore::open(dir.path(), None).expect("open");
+        assert_eq!(log.len(), 2);
+        assert_eq!(file_len(&path), end as u64);
+    }
+
+    #[test]
+    fn a_segment_without_preallocation_still_reads_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = segment(1..4);
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, &data).expect("write");
+        let log = LogStore::open(dir.path(), None).expect("open");
+        assert_eq!(log.len(), 3);
+        assert_eq!(file_len(&path), data.len() as u64);
     }
 }
