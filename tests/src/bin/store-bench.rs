@@ -71,6 +71,9 @@ struct Args {
     /// Skip the load generator (only `--check-perf`).
     #[arg(long)]
     no_loadgen: bool,
+    /// Threads of the load generator's runtime (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    generator_threads: usize,
     /// Parent directory of the fresh stores' data dirs (default: the system temp dir). Use a
     /// real disk: fsync on tmpfs is free and flatters every store.
     #[arg(long)]
@@ -868,9 +871,16 @@ fn main() -> Result<()> {
     let stores: Vec<String> = targets.iter().map(Target::label).collect();
     println!("store-bench: {}", machine_line(&args, duration));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = match args.generator_threads {
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     let mut points: Vec<Point> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     if !args.no_loadgen {
