@@ -872,7 +872,9 @@ fn main() -> Result<()> {
     println!("store-bench: {}", machine_line(&args, duration));
 
     let rt = match args.generator_threads {
-        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
