@@ -86,6 +86,18 @@ pub struct ResourceQuotaController {
     discovery: DiscoveryCache,
 }
 
+/// Like upstream's pod evaluator: a pod whose deletion grace period has run out no longer
+/// counts against the quota, even before it is gone.
+fn deletion_grace_elapsed(p: &Pod) -> bool {
+    let (Some(ts), Some(grace)) = (
+        p.metadata.deletion_timestamp.as_ref(),
+        p.metadata.deletion_grace_period_seconds,
+    ) else {
+        return false;
+    };
+    ts.0 + jiff::SignedDuration::from_secs(grace) < jiff::Timestamp::now()
+}
+
 fn sum_resources(pods: &[Arc<Pod>], kind: &str, resource: &str) -> i128 {
     let mut total = 0i128;
     for p in pods {
@@ -237,7 +249,7 @@ impl ResourceQuotaController {
             .pods
             .list_namespace(ns)
             .into_iter()
-            .filter(|p| !util::is_pod_terminated(p))
+            .filter(|p| !util::is_pod_terminated(p) && !deletion_grace_elapsed(p))
             .filter(|p| {
                 scopes.iter().all(|s| {
                     let terminating = p
