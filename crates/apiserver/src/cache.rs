@@ -139,6 +139,17 @@ impl CacheEvent {
         }
     }
 
+    /// Object JSON that only this event keeps alive once the history is the sole holder: the
+    /// version it replaced (counted once, here, however many events hold it) and, for a
+    /// deletion, the final state it built.
+    fn retained_bytes(&self) -> usize {
+        let prev = self.prev.as_ref().map_or(0, |p| p.raw.len());
+        match self.kind {
+            EventType::Deleted => prev + self.entry.raw.len(),
+            _ => prev,
+        }
+    }
+
     /// The JSON watch frame of this event sent as `as_type` (ADDED/MODIFIED/DELETED).
     pub fn json_frame(&self, as_type: &'static str) -> Bytes {
         let i = match as_type {
@@ -197,6 +208,10 @@ struct Inner {
     objects: BTreeMap<Arc<str>, Arc<Entry>>,
     rev: i64,
     history: VecDeque<Arc<CacheEvent>>,
+    /// Bytes of object JSON only the history keeps alive (see [`CacheEvent::retained_bytes`]).
+    history_bytes: usize,
+    /// The cap on `history_bytes` ([`HISTORY_BYTES`]).
+    max_history_bytes: usize,
     /// History holds every event with revision > `history_start`.
     history_start: i64,
     watchers: HashMap<u64, Watcher>,
@@ -218,6 +233,10 @@ fn under(objects: &BTreeMap<Arc<str>, Arc<Entry>>, prefix: &str) -> Vec<Arc<Entr
 pub const WATCHER_BUFFER: usize = 10_000;
 /// How many recent events the cache keeps for watches that resume from a resourceVersion.
 pub const HISTORY_EVENTS: usize = 100_000;
+/// At most this much object JSON is kept alive by the history alone (old versions of changed
+/// objects, deleted objects); beyond it the oldest events go, like upstream's watch cache
+/// dropping events it has no capacity for (a watch from before them gets `410 Gone`).
+pub const HISTORY_BYTES: usize = 256 * 1024 * 1024;
 
 /// The watch cache.
 pub struct Cache {
@@ -271,6 +290,8 @@ impl Cache {
                 objects: BTreeMap::new(),
                 rev: 0,
                 history: VecDeque::new(),
+                history_bytes: 0,
+                max_history_bytes: HISTORY_BYTES,
                 history_start: 0,
                 watchers: HashMap::new(),
             }),
@@ -338,6 +359,7 @@ impl Cache {
                 // Watchers may have missed events: close them all; clients re-watch.
                 inner.watchers.clear();
                 inner.history.clear();
+                inner.history_bytes = 0;
             }
             inner.history_start = inner.rev;
         }
@@ -421,11 +443,15 @@ impl Cache {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        inner.history_bytes += ev.retained_bytes();
         inner.history.push_back(ev);
-        while inner.history.len() > HISTORY_EVENTS {
-            if let Some(old) = inner.history.pop_front() {
-                inner.history_start = old.rv;
-            }
+        while inner.history.len() > HISTORY_EVENTS || inner.history_bytes > inner.max_history_bytes
+        {
+            let Some(old) = inner.history.pop_front() else {
+                break;
+            };
+            inner.history_bytes = inner.history_bytes.saturating_sub(old.retained_bytes());
+            inner.history_start = old.rv;
         }
     }
 
@@ -529,5 +555,57 @@ impl Cache {
     /// Number of cached objects (metrics).
     pub fn object_count(&self) -> usize {
         self.inner.read().objects.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, pad: usize) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"pad": "x".repeat(pad)},
+        }))
+        .expect("json")
+    }
+
+    #[test]
+    fn history_is_capped_by_the_bytes_only_it_keeps_alive() {
+        let cache = Cache::new();
+        cache.inner.write().max_history_bytes = 100_000;
+        let key = "/registry/pods/default/a";
+        // Creates of distinct objects keep nothing alive beyond the objects themselves.
+        for i in 0..50 {
+            cache.apply_put(
+                &format!("/registry/pods/default/p{i}"),
+                &pod("p", 10_000),
+                i + 1,
+            );
+        }
+        assert_eq!(cache.inner.read().history.len(), 50);
+        assert_eq!(cache.inner.read().history_start, 0);
+        // Each update of one object keeps its previous ~10 kB version alive in the history.
+        for rv in 51..=80 {
+            cache.apply_put(key, &pod("a", 10_000), rv);
+        }
+        let inner = cache.inner.read();
+        assert!(inner.history_bytes <= 100_000, "{}", inner.history_bytes);
+        assert!(inner.history_start > 0, "the oldest events went");
+        let oldest = inner.history.front().map(|e| e.rv).unwrap_or(0);
+        assert_eq!(oldest, inner.history_start + 1);
+        drop(inner);
+        // A watch from before the kept history is told it is too old; one inside it replays.
+        assert!(matches!(
+            cache.watch("/registry/pods/", Some(10)),
+            Err(WatchError::TooOld { .. })
+        ));
+        let w = cache.watch("/registry/pods/", Some(75)).expect("watch");
+        assert_eq!(
+            w.backlog.iter().map(|e| e.rv).collect::<Vec<_>>(),
+            vec![76, 77, 78, 79, 80]
+        );
     }
 }
