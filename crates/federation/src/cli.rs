@@ -133,6 +133,18 @@ pub struct UnjoinFlags {
     /// Context of the member kubeconfig.
     #[arg(long)]
     pub context: Option<String>,
+    /// How long to wait for `kumo federation` to remove what it propagated to the member
+    /// (the Cluster's finalizer), e.g. `60s`, `2m`.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+/// A duration like kubectl's `--timeout`: `60s`, `2m`, `1m30s` (jiff's friendly format).
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 60s or 2m: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
 /// Runs `kumo join`; returns the line to print.
@@ -153,7 +165,23 @@ pub async fn unjoin(flags: &UnjoinFlags) -> anyhow::Result<String> {
         &flags.host_kubeconfig,
         flags.kubeconfig.as_deref(),
         flags.context.as_deref(),
+        flags.timeout,
     )
     .await?;
     Ok(format!("cluster {} unjoined", flags.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_read_like_kubectl() {
+        assert_eq!(parse_timeout("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("-5s").is_err());
+    }
 }

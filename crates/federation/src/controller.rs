@@ -301,7 +301,15 @@ impl Ctx {
     }
 
     fn rebuild_views(&self) {
-        let mut v: Vec<ClusterView> = self.clusters.list().iter().map(|c| view_of(c)).collect();
+        // A Cluster being deleted (unjoined) takes no part in placement: its replicas move to
+        // the others while its finalizer removes what was propagated there.
+        let mut v: Vec<ClusterView> = self
+            .clusters
+            .list()
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .map(|c| view_of(c))
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         *self.views.write() = Arc::new(v);
     }

@@ -12,13 +12,15 @@ use base64::Engine as _;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::Kubeconfig;
 use serde_json::{Value, json};
-use tracing::debug;
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
 
 use crate::controller::Ctx;
 use crate::core::{self, parse_quantity, str_at};
 use crate::member::Member;
-use crate::reconcile::{condition, now_rfc3339, pod_requests};
-use crate::{crds, join};
+use crate::reconcile::{condition, now_rfc3339, pod_requests, remove_work};
+use crate::{FINALIZER, crds, join};
 
 /// The longest a probe may take before the member counts as NotReady.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +74,10 @@ pub async fn sync_cluster(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
         ctx.update_cluster_gauge();
         return Ok(());
     };
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return finalize_cluster(ctx, &cluster).await;
+    }
+    ensure_finalizer(ctx, &cluster).await?;
     // The next periodic probe (an earlier add — a change of the Cluster — wins).
     ctx.cluster_q
         .add_after(name.to_string(), ctx.cfg.health_interval);
@@ -173,6 +179,86 @@ pub async fn sync_cluster(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("patch status of cluster {name}"))?;
+    Ok(())
+}
+
+fn has_finalizer(cluster: &DynamicObject) -> bool {
+    cluster
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+/// Sets `finalizers` to `list` if the Cluster is still at the version we read (409 otherwise,
+/// and the queue retries).
+async fn patch_finalizers(
+    ctx: &Ctx,
+    cluster: &DynamicObject,
+    list: Vec<String>,
+) -> anyhow::Result<()> {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::all_with(ctx.host.clone(), &crds::cluster_resource());
+    let patch = json!({"metadata": {
+        "finalizers": list,
+        "resourceVersion": cluster.metadata.resource_version,
+    }});
+    join::ignore_not_found(
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ()),
+    )
+    .with_context(|| format!("update the finalizers of cluster {name}"))
+}
+
+/// A Cluster made by hand (not by `kumo join`) gets the finalizer too, so that deleting it
+/// removes what was propagated to the member.
+async fn ensure_finalizer(ctx: &Ctx, cluster: &DynamicObject) -> anyhow::Result<()> {
+    if has_finalizer(cluster) {
+        return Ok(());
+    }
+    let mut list = cluster.metadata.finalizers.clone().unwrap_or_default();
+    list.push(FINALIZER.to_string());
+    patch_finalizers(ctx, cluster, list).await
+}
+
+/// A Cluster being deleted (`kumo unjoin`): removes what the federation propagated to the
+/// member (if it answers; an unreachable member keeps its objects, and a warning says so),
+/// then its Works in the host, then lets the Cluster go. The federated objects that placed
+/// replicas there were requeued when the deletion began and divide over the others.
+async fn finalize_cluster(ctx: &Ctx, cluster: &DynamicObject) -> anyhow::Result<()> {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    if !has_finalizer(cluster) {
+        return Ok(());
+    }
+    let reachable = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe(ctx, cluster)).await,
+        Ok(Ok(_))
+    );
+    if !reachable {
+        // Without a client, removing a Work leaves the member alone.
+        ctx.members.lock().remove(&name);
+        warn!(cluster = %name, "cluster deleted while unreachable: what was propagated there stays in the member");
+    }
+    let works: Vec<Arc<DynamicObject>> = ctx
+        .works
+        .list()
+        .into_iter()
+        .filter(|w| str_at(&w.data, "/spec/cluster") == Some(name.as_str()))
+        .collect();
+    for w in &works {
+        remove_work(ctx, w).await?;
+    }
+    let rest: Vec<String> = cluster
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(ctx, cluster, rest).await?;
+    info!(cluster = %name, works = works.len(), reachable, "cluster removed from the federation");
     Ok(())
 }
 

@@ -236,7 +236,7 @@ pub async fn join(opts: &JoinOptions) -> anyhow::Result<JoinReport> {
     let clusters: Api<DynamicObject> = Api::all_with(host.clone(), &crds::cluster_resource());
     let cluster = json!({
         "apiVersion": crate::API_VERSION, "kind": "Cluster",
-        "metadata": {"name": opts.name, "labels": labels},
+        "metadata": {"name": opts.name, "labels": labels, "finalizers": [crate::FINALIZER]},
         "spec": {"apiEndpoint": endpoint,
                  "secretRef": {"namespace": SECRETS_NS, "name": secret_name}},
     });
@@ -264,18 +264,38 @@ pub async fn join(opts: &JoinOptions) -> anyhow::Result<JoinReport> {
     })
 }
 
-/// Unregisters a member: the Cluster, its credentials and Work namespace in the host; with
-/// `member_kubeconfig`, also the ServiceAccount and binding in the member (revoking the token).
+/// Unregisters a member. The Cluster is deleted first and, while `kumo federation` removes
+/// what it propagated there (the Cluster's finalizer), its credentials stay; once the Cluster
+/// is gone (or after `timeout`, an error that names the finalizer), its credentials and Work
+/// namespace in the host go; with `member_kubeconfig`, also the ServiceAccount and binding in
+/// the member (revoking the token).
 pub async fn unjoin(
     name: &str,
     host_kubeconfig: &Path,
     member_kubeconfig: Option<&Path>,
     member_context: Option<&str>,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     let host = client_from_file(host_kubeconfig, None).await?;
     let dp = DeleteParams::default();
     let clusters: Api<DynamicObject> = Api::all_with(host.clone(), &crds::cluster_resource());
     ignore_not_found(clusters.delete(name, &dp).await.map(|_| ()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let Some(c) = clusters.get_opt(name).await? else {
+            break;
+        };
+        if Instant::now() >= deadline {
+            let finalizers = c.metadata.finalizers.unwrap_or_default().join(", ");
+            return Err(anyhow!(
+                "cluster {name} is still being removed after {timeout:?} (finalizers: \
+                 {finalizers}): `kumo federation` deletes what it propagated to the member \
+                 before letting it go; is it running? Run unjoin again to keep waiting, or \
+                 remove the finalizer by hand to leave the member's objects in place"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let secrets: Api<DynamicObject> = Api::namespaced_with(
         host.clone(),
         SECRETS_NS,

@@ -600,7 +600,7 @@ async fn sync_work(
 }
 
 /// Deletes what a Work applied in its member (not namespaces), then the Work.
-async fn remove_work(ctx: &Ctx, w: &DynamicObject) -> anyhow::Result<()> {
+pub(crate) async fn remove_work(ctx: &Ctx, w: &DynamicObject) -> anyhow::Result<()> {
     let cluster = str_at(&w.data, "/spec/cluster")
         .unwrap_or_default()
         .to_string();

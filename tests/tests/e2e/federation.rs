@@ -590,33 +590,10 @@ spec:
         "a member ran more than its share plus surge while replicas moved: {most:?}"
     );
 
-    // Delete: everything propagated disappears from every member.
-    host.ok(&["delete", "fd", "web", "-n", "shop", "--wait=true"]);
-    until("nothing left in the members", &fed, || {
-        members
-            .iter()
-            .all(|m| {
-                m.get(
-                    &[
-                        "deploy,configmap",
-                        "-n",
-                        "shop",
-                        "-l",
-                        "federation.kumo.io/owner",
-                    ],
-                    "{.items[*].metadata.name}",
-                )
-                .is_empty()
-                    && m.get(&["deploy", "web", "-n", "shop"], "{.metadata.name}")
-                        .is_empty()
-            })
-            .then_some(())
-    });
-    assert!(host.ok(&["get", "works", "-A"]).trim().is_empty());
-
-    // Unjoin removes the Cluster and the member's ServiceAccount.
+    // Unjoin m3 while the FederatedDeployment is there: its share moves to m1 and m2, what
+    // was propagated to m3 is removed from it, and its ServiceAccount goes.
     let m3 = &members[2];
-    kumo(&[
+    let unjoined = kumo(&[
         "unjoin",
         "m3",
         "--host-kubeconfig",
@@ -624,6 +601,7 @@ spec:
         "--kubeconfig",
         m3.kubeconfig.to_str().expect("utf-8"),
     ]);
+    assert!(unjoined.contains("cluster m3 unjoined"), "{unjoined}");
     assert!(host.get(&["cluster", "m3"], "{.metadata.name}").is_empty());
     assert!(
         m3.get(
@@ -632,4 +610,40 @@ spec:
         )
         .is_empty()
     );
+    let owned = |m: &Cluster| {
+        m.get(
+            &[
+                "deploy,configmap,service",
+                "-n",
+                "shop",
+                "-l",
+                "federation.kumo.io/owner",
+            ],
+            "{.items[*].metadata.name}",
+        )
+    };
+    assert_eq!(
+        owned(m3),
+        "",
+        "the unjoined member keeps propagated objects"
+    );
+    until("m3's share in m1 and m2 after the unjoin", &fed, || {
+        let placed = host.get(&["fd", "web", "-n", "shop"], "{.status.placement}");
+        let ready = members[0].ready_pods() + members[1].ready_pods();
+        (placed == "m1:3,m2:3" && ready == 6).then_some(())
+    });
+
+    // Delete: everything propagated disappears from every member.
+    host.ok(&["delete", "fd", "web", "-n", "shop", "--wait=true"]);
+    until("nothing left in the members", &fed, || {
+        members
+            .iter()
+            .all(|m| {
+                owned(m).is_empty()
+                    && m.get(&["deploy", "web", "-n", "shop"], "{.metadata.name}")
+                        .is_empty()
+            })
+            .then_some(())
+    });
+    assert!(host.ok(&["get", "works", "-A"]).trim().is_empty());
 }
