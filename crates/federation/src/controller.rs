@@ -324,6 +324,18 @@ impl Ctx {
         }
     }
 
+    /// Whether the federated object that owns label value `owner` exists and is not being
+    /// deleted.
+    pub fn owner_alive(&self, owner: &str) -> bool {
+        let o = self.owners.lock().get(owner).cloned();
+        let obj = match o {
+            Some(Owner::Fd((ns, name))) => self.fds.get(&ns, &name),
+            Some(Owner::Pp((ns, name))) => self.pps.get(&ns, &name),
+            None => None,
+        };
+        obj.is_some_and(|o| o.metadata.deletion_timestamp.is_none())
+    }
+
     /// Records which host objects FederatedDeployment `fd` references.
     pub fn set_refs(&self, fd: &ObjKey, deps: Vec<DepKey>) {
         self.refs.lock().set(fd, deps);

@@ -15,7 +15,7 @@ use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use petgraph::graph::DiGraph;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::controller::{Ctx, FederationConfig};
 use crate::core::{self, parse_quantity, str_at};
@@ -296,12 +296,16 @@ async fn finalize(
                 remove_work(ctx, w).await?;
             }
             let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
-            )
-            .await?;
+            // Not found: an earlier reconcile let it go and the cache has not seen it yet.
+            join::ignore_not_found(
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
+                )
+                .await
+                .map(|_| ()),
+            )?;
             info!(object = %name, "propagated objects deleted");
         }
         return Ok(false);
@@ -599,25 +603,76 @@ async fn sync_work(
     Ok(Outcome::Applied(status))
 }
 
-/// Deletes what a Work applied in its member (not namespaces), then the Work.
+fn work_manifests(w: &DynamicObject) -> &[Value] {
+    w.data
+        .pointer("/spec/workload/manifests")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn manifest_key(m: &Value) -> String {
+    live_key(
+        str_at(m, "/kind").unwrap_or_default(),
+        str_at(m, "/metadata/namespace").unwrap_or_default(),
+        str_at(m, "/metadata/name").unwrap_or_default(),
+    )
+}
+
+/// The member objects of `w` that another Work for the same member, of a federated object
+/// that is not being deleted, also carries (a ConfigMap two FederatedDeployments reference):
+/// they stay when `w` goes, and those owners are requeued to apply them as their own.
+fn still_needed(ctx: &Ctx, w: &DynamicObject) -> BTreeSet<String> {
+    let mine: BTreeSet<String> = work_manifests(w).iter().map(manifest_key).collect();
+    let mut needed = BTreeSet::new();
+    let ns = w.metadata.namespace.as_deref().unwrap_or_default();
+    for other in ctx.works.list_namespace(ns) {
+        if other.metadata.name == w.metadata.name {
+            continue;
+        }
+        let Some(owner) = other
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_OWNER))
+        else {
+            continue;
+        };
+        if !ctx.owner_alive(owner) {
+            continue;
+        }
+        let before = needed.len();
+        needed.extend(
+            work_manifests(&other)
+                .iter()
+                .map(manifest_key)
+                .filter(|k| mine.contains(k)),
+        );
+        if needed.len() > before {
+            ctx.route_owner(owner);
+        }
+    }
+    needed
+}
+
+/// Deletes what a Work applied in its member (not namespaces, nor what another live Work
+/// there still carries), then the Work.
 pub(crate) async fn remove_work(ctx: &Ctx, w: &DynamicObject) -> anyhow::Result<()> {
     let cluster = str_at(&w.data, "/spec/cluster")
         .unwrap_or_default()
         .to_string();
+    let needed = still_needed(ctx, w);
     let member = ctx
         .members
         .lock()
         .get(&cluster)
         .map(|m| (m.client.clone(), m.shared.clone()));
     if let Some((client, shared)) = member {
-        let manifests = w
-            .data
-            .pointer("/spec/workload/manifests")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for m in manifests.iter().rev() {
+        for m in work_manifests(w).iter().rev() {
             if m["kind"] == "Namespace" {
+                continue;
+            }
+            if needed.contains(&manifest_key(m)) {
+                debug!(key = %manifest_key(m), %cluster, "kept: another Work carries it");
                 continue;
             }
             let Some(ar) = core::resource_of(m) else {
@@ -700,6 +755,7 @@ async fn apply_manifests(
             None => Api::all_with(client.clone(), &ar),
         };
         wrote = true;
+        debug!(%key, "apply in member");
         match api.patch(mname, &pp, &Patch::Apply(m)).await {
             Ok(o) => {
                 shared.objects.lock().record_apply(&key, hash, &o);

@@ -492,6 +492,17 @@ fn federation_divides_overrides_heals_and_cleans_up() {
         ),
         "small"
     );
+    // batch references web's ConfigMap too: deleting batch (kubectl waits for the finalizer)
+    // leaves it, the same object, in every member; web carries it again once web places
+    // replicas again (below).
+    let config_uid = |m: &Cluster| {
+        m.get(
+            &["configmap", "web-config", "-n", "shop"],
+            "{.metadata.uid}",
+        )
+    };
+    let uids: Vec<String> = members.iter().map(config_uid).collect();
+    assert!(uids.iter().all(|u| !u.is_empty()), "{uids:?}");
     host.ok(&["delete", "fd", "batch", "-n", "shop"]);
     until("batch gone", &fed, || {
         members
@@ -502,6 +513,7 @@ fn federation_divides_overrides_heals_and_cleans_up() {
             })
             .then_some(())
     });
+    assert_eq!(members.iter().map(config_uid).collect::<Vec<_>>(), uids);
 
     // A Service propagated by a PropagationPolicy to the members it selects only.
     let out = host.apply(
@@ -555,6 +567,13 @@ spec:
         let got: Vec<usize> = members.iter().map(Cluster::ready_pods).collect();
         (got == [2, 2, 2]).then_some(())
     });
+    assert!(
+        members.iter().all(|m| m.get(
+            &["configmap", "web-config", "-n", "shop"],
+            r"{.metadata.labels.federation\.kumo\.io/owner}",
+        ) == "fd.shop.web"),
+        "web-config is web's again"
+    );
     // No member may ever run more than its share plus the Deployment's surge (25 % of 3,
     // rounded up: 1) while replicas move: sampled at every poll below.
     let mut most = [0usize; 3];
