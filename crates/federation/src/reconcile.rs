@@ -561,7 +561,8 @@ async fn sync_work(
         return Ok(Outcome::NotReady);
     };
     let started = Instant::now();
-    let (results, err, wrote) = apply_manifests(ctx, &client, &shared, manifests).await;
+    let (results, err, wrote) =
+        apply_manifests(ctx, &client, &shared, (&wns, owner), manifests).await;
     if wrote {
         ctx.metrics
             .member_apply
@@ -616,6 +617,34 @@ fn manifest_key(m: &Value) -> String {
         str_at(m, "/metadata/namespace").unwrap_or_default(),
         str_at(m, "/metadata/name").unwrap_or_default(),
     )
+}
+
+/// A manifest without its owner label.
+fn unowned(m: &Value) -> Value {
+    let mut m = m.clone();
+    if let Some(l) = m
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove(LABEL_OWNER);
+    }
+    m
+}
+
+/// Whether the live federated object `owner` has a Work in member namespace `wns` that
+/// carries manifest `m` (at `key`) as it is, but for the owner label.
+fn carried_by(ctx: &Ctx, wns: &str, owner: &str, key: &str, m: &Value) -> bool {
+    if !ctx.owner_alive(owner) {
+        return false;
+    }
+    let mine = unowned(m);
+    ctx.works.indexed(owner).iter().any(|w| {
+        w.metadata.namespace.as_deref() == Some(wns)
+            && w.metadata.deletion_timestamp.is_none()
+            && work_manifests(w)
+                .iter()
+                .any(|o| manifest_key(o) == key && unowned(o) == mine)
+    })
 }
 
 /// The member objects of `w` that another Work for the same member, of a federated object
@@ -718,6 +747,7 @@ async fn apply_manifests(
     ctx: &Ctx,
     client: &kube::Client,
     shared: &Arc<MemberShared>,
+    (wns, owner): (&str, &str),
     manifests: &[Value],
 ) -> (Vec<Value>, Option<String>, bool) {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -745,8 +775,28 @@ async fn apply_manifests(
         let hash = fnv1a(m.to_string().as_bytes());
         let watched = MemberShared::watches_kind(&ar);
         shared.ensure_watch(client, &ar, ctx.router.clone());
-        if shared.objects.lock().in_sync(&key, hash, watched) {
+        let carrier = {
+            let objs = shared.objects.lock();
+            if objs.in_sync(&key, hash, watched) {
+                None
+            } else {
+                Some(objs.live.get(&key).and_then(|l| l.owner.clone()))
+            }
+        };
+        let Some(carrier) = carrier else {
             rec["applied"] = json!(true);
+            out.push(rec);
+            continue;
+        };
+        // An object another live federated object carries here already, with the same
+        // content (a ConfigMap two FederatedDeployments reference): one owner keeps it, or
+        // each resync would take it back and forth. It comes to us when that one lets it go
+        // (see `still_needed`) or carries other content.
+        if let Some(other) = carrier.filter(|o| o != owner)
+            && carried_by(ctx, wns, &other, &key, m)
+        {
+            rec["applied"] = json!(true);
+            rec["message"] = json!(format!("carried by {other}"));
             out.push(rec);
             continue;
         }
@@ -1303,6 +1353,19 @@ fn previous_capacity_shares(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_manifests_compare_without_the_owner() {
+        let a = json!({"kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n",
+            "labels": {LABEL_OWNER: "fd.n.a", "app": "x"}}, "data": {"k": "v"}});
+        let mut b = a.clone();
+        b["metadata"]["labels"][LABEL_OWNER] = json!("fd.n.b");
+        assert_eq!(unowned(&a), unowned(&b));
+        assert_eq!(unowned(&a)["metadata"]["labels"], json!({"app": "x"}));
+        assert_eq!(manifest_key(&a), manifest_key(&b));
+        b["data"]["k"] = json!("w");
+        assert_ne!(unowned(&a), unowned(&b));
+    }
 
     #[test]
     fn references_and_order() {

@@ -492,9 +492,19 @@ fn federation_divides_overrides_heals_and_cleans_up() {
         ),
         "small"
     );
-    // batch references web's ConfigMap too: deleting batch (kubectl waits for the finalizer)
-    // leaves it, the same object, in every member; web carries it again once web places
-    // replicas again (below).
+    // batch references web's ConfigMap too: web keeps carrying it (no back and forth between
+    // the two owners), and deleting batch (kubectl waits for the finalizer) leaves it, the
+    // same object, in every member.
+    let config_owner = |m: &Cluster| {
+        m.get(
+            &["configmap", "web-config", "-n", "shop"],
+            r"{.metadata.labels.federation\.kumo\.io/owner}",
+        )
+    };
+    assert!(
+        members.iter().all(|m| config_owner(m) == "fd.shop.web"),
+        "web-config stays web's while batch needs it too"
+    );
     let config_uid = |m: &Cluster| {
         m.get(
             &["configmap", "web-config", "-n", "shop"],
@@ -567,13 +577,7 @@ spec:
         let got: Vec<usize> = members.iter().map(Cluster::ready_pods).collect();
         (got == [2, 2, 2]).then_some(())
     });
-    assert!(
-        members.iter().all(|m| m.get(
-            &["configmap", "web-config", "-n", "shop"],
-            r"{.metadata.labels.federation\.kumo\.io/owner}",
-        ) == "fd.shop.web"),
-        "web-config is web's again"
-    );
+    assert!(members.iter().all(|m| config_owner(m) == "fd.shop.web"));
     // No member may ever run more than its share plus the Deployment's surge (25 % of 3,
     // rounded up: 1) while replicas move: sampled at every poll below.
     let mut most = [0usize; 3];
