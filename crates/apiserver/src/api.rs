@@ -97,7 +97,7 @@ pub struct ListResult {
 }
 
 /// Parsed list options.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ListOptions {
     pub labels: LabelSelector,
     pub fields: FieldSelector,

@@ -34,7 +34,7 @@ pub struct Entry {
     pub namespace: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// Field-selector attributes (`metadata.name`, `spec.nodeName`, …).
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(&'static str, String)>,
 }
 
 impl Entry {
@@ -48,7 +48,7 @@ impl Entry {
     pub fn from_value(key: &str, obj: &mut Value, rv: i64) -> Option<Entry> {
         let meta = obj.get_mut("metadata")?.as_object_mut()?;
         meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-        let raw = Bytes::from(serde_json::to_vec(obj).ok()?);
+        let raw = exact_json(obj)?;
         let meta = obj.get("metadata")?;
         let name = meta
             .get("name")
@@ -89,9 +89,29 @@ impl Entry {
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// `obj` as JSON in an allocation of just its length. `serde_json::to_vec` grows its buffer
+/// by doubling and `Bytes` keeps a vector's whole capacity (and the allocator may keep a
+/// block shrunk by less than half in place), so an 8.3 KB pod would otherwise hold 16 KB
+/// for as long as it is cached. Encodes into a reused per-thread buffer and copies once.
+fn exact_json(obj: &Value) -> Option<Bytes> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.try_borrow_mut().ok()?;
+        buf.clear();
+        serde_json::to_writer(&mut *buf, obj).ok()?;
+        let out = Bytes::copy_from_slice(&buf);
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        Some(out)
+    })
 }
 
 /// What happened to an object.
@@ -199,9 +219,125 @@ pub enum WatchMsg {
     Progress(i64),
 }
 
+/// Which objects a watcher is interested in (its label and field selectors). The cache
+/// hands a watcher only events whose object matches before or after the change, and indexes
+/// watchers that require one `spec.nodeName` by it (upstream's watch-cache trigger for
+/// pods), so 5,000 kubelets do not all look at every pod event.
+#[derive(Clone)]
+pub struct WatchFilter {
+    pub matches: Arc<dyn Fn(&Entry) -> bool + Send + Sync>,
+    /// The `spec.nodeName` the selector requires (`spec.nodeName=<node>`), if any.
+    pub node_name: Option<String>,
+}
+
+/// The field watchers are indexed by.
+pub const TRIGGER_FIELD: &str = "spec.nodeName";
+
 struct Watcher {
     prefix: String,
     tx: mpsc::Sender<WatchMsg>,
+    filter: Option<WatchFilter>,
+}
+
+impl Watcher {
+    /// Whether `ev` concerns this watcher.
+    fn wants(&self, ev: &CacheEvent) -> bool {
+        if !ev.entry.key.starts_with(self.prefix.as_str()) {
+            return false;
+        }
+        let Some(f) = &self.filter else {
+            return true;
+        };
+        (f.matches)(&ev.entry) || ev.prev.as_ref().is_some_and(|p| (f.matches)(p))
+    }
+
+    /// Hands `ev` over if it concerns this watcher; `false` when the watcher is to go.
+    fn deliver(&self, id: u64, ev: &Arc<CacheEvent>) -> bool {
+        if !self.wants(ev) {
+            return true;
+        }
+        match self.tx.try_send(WatchMsg::Event(ev.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(watcher = id, prefix = %self.prefix, "watcher fell behind; closing it");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn node_name(&self) -> Option<&str> {
+        self.filter.as_ref().and_then(|f| f.node_name.as_deref())
+    }
+}
+
+/// The registered watchers: those indexed by node name, and the rest.
+#[derive(Default)]
+struct Watchers {
+    all: HashMap<u64, Watcher>,
+    by_node: HashMap<String, Vec<u64>>,
+}
+
+impl Watchers {
+    fn insert(&mut self, id: u64, w: Watcher) {
+        if let Some(node) = w.node_name() {
+            self.by_node.entry(node.to_string()).or_default().push(id);
+        }
+        self.all.insert(id, w);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(w) = self.all.remove(&id) else {
+            return;
+        };
+        if let Some(node) = w.node_name()
+            && let Some(ids) = self.by_node.get_mut(node)
+        {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_node.remove(node);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.all.clear();
+        self.by_node.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Sends `ev` to every watcher it concerns; drops those that fell behind or went.
+    fn publish(&mut self, ev: &Arc<CacheEvent>) {
+        let mut gone = Vec::new();
+        for (id, w) in &self.all {
+            if w.node_name().is_none() && !w.deliver(*id, ev) {
+                gone.push(*id);
+            }
+        }
+        if !self.by_node.is_empty() {
+            let node = ev.entry.field(TRIGGER_FIELD).unwrap_or("");
+            let before = ev
+                .prev
+                .as_ref()
+                .map(|p| p.field(TRIGGER_FIELD).unwrap_or(""));
+            let nodes = std::iter::once(node).chain(before.filter(|b| *b != node));
+            for n in nodes {
+                for id in self.by_node.get(n).into_iter().flatten() {
+                    if let Some(w) = self.all.get(id)
+                        && !w.deliver(*id, ev)
+                    {
+                        gone.push(*id);
+                    }
+                }
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
 }
 
 struct Inner {
@@ -214,7 +350,7 @@ struct Inner {
     max_history_bytes: usize,
     /// History holds every event with revision > `history_start`.
     history_start: i64,
-    watchers: HashMap<u64, Watcher>,
+    watchers: Watchers,
 }
 
 /// Every object whose key starts with `prefix`, in key order.
@@ -270,7 +406,7 @@ pub struct CacheWatch {
 
 impl Drop for CacheWatch {
     fn drop(&mut self) {
-        self.cache.inner.write().watchers.remove(&self.id);
+        self.cache.inner.write().watchers.remove(self.id);
     }
 }
 
@@ -293,7 +429,7 @@ impl Cache {
                 history_bytes: 0,
                 max_history_bytes: HISTORY_BYTES,
                 history_start: 0,
-                watchers: HashMap::new(),
+                watchers: Watchers::default(),
             }),
             rev_tx,
             next_watcher: AtomicU64::new(1),
@@ -420,6 +556,7 @@ impl Cache {
         let rev = inner.rev;
         inner
             .watchers
+            .all
             .retain(|_, w| match w.tx.try_send(WatchMsg::Progress(rev)) {
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -430,19 +567,7 @@ impl Cache {
 
     fn publish(inner: &mut Inner, ev: Arc<CacheEvent>) {
         inner.rev = inner.rev.max(ev.rv);
-        inner.watchers.retain(|id, w| {
-            if !ev.entry.key.starts_with(w.prefix.as_str()) {
-                return true;
-            }
-            match w.tx.try_send(WatchMsg::Event(ev.clone())) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    warn!(watcher = id, prefix = %w.prefix, "watcher fell behind; closing it");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        inner.watchers.publish(&ev);
         inner.history_bytes += ev.retained_bytes();
         inner.history.push_back(ev);
         while inner.history.len() > HISTORY_EVENTS || inner.history_bytes > inner.max_history_bytes
@@ -499,11 +624,13 @@ impl Cache {
     }
 
     /// Registers a watcher for keys under `prefix`. `from`: `None` = start with the current
-    /// objects (as ADDED); `Some(rv)` = every event after `rv`.
+    /// objects (as ADDED); `Some(rv)` = every event after `rv`. With a `filter`, only events
+    /// whose object passes it before or after the change are sent.
     pub fn watch(
         self: &Arc<Self>,
         prefix: &str,
         from: Option<i64>,
+        filter: Option<WatchFilter>,
     ) -> Result<CacheWatch, WatchError> {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let id = self.next_watcher.fetch_add(1, Ordering::Relaxed);
@@ -534,6 +661,7 @@ impl Cache {
             Watcher {
                 prefix: prefix.to_string(),
                 tx,
+                filter,
             },
         );
         drop(inner);
@@ -572,6 +700,64 @@ mod tests {
         .expect("json")
     }
 
+    fn on_node(name: &str, node: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node},
+        }))
+        .expect("json")
+    }
+
+    fn node_filter(node: &str) -> WatchFilter {
+        let want = node.to_string();
+        WatchFilter {
+            matches: Arc::new(move |e: &Entry| e.field(TRIGGER_FIELD) == Some(want.as_str())),
+            node_name: Some(node.to_string()),
+        }
+    }
+
+    fn received(w: &mut CacheWatch) -> Vec<(i64, Option<String>)> {
+        let mut out = Vec::new();
+        while let Ok(WatchMsg::Event(ev)) = w.rx.try_recv() {
+            out.push((ev.rv, ev.entry.field(TRIGGER_FIELD).map(str::to_string)));
+        }
+        out
+    }
+
+    #[test]
+    fn node_indexed_watchers_get_their_node_s_events_only() {
+        let cache = Cache::new();
+        let mut n1 = cache
+            .watch("/registry/pods/", None, Some(node_filter("n1")))
+            .expect("watch");
+        let mut unscheduled = cache
+            .watch("/registry/pods/", None, Some(node_filter("")))
+            .expect("watch");
+        let mut all = cache.watch("/registry/pods/", None, None).expect("watch");
+        let key = "/registry/pods/default/a";
+        cache.apply_put(key, &on_node("a", ""), 1);
+        cache.apply_put("/registry/pods/default/b", &on_node("b", "n2"), 2);
+        cache.apply_put(key, &on_node("a", "n1"), 3);
+        cache.apply_put(key, &on_node("a", "n3"), 4);
+        cache.apply_delete(key, 5);
+        // n1 sees the pod arrive and leave (the event that moved it away, via prev).
+        assert_eq!(
+            received(&mut n1),
+            vec![(3, Some("n1".into())), (4, Some("n3".into()))]
+        );
+        assert_eq!(
+            received(&mut unscheduled),
+            vec![(1, Some(String::new())), (3, Some("n1".into()))]
+        );
+        assert_eq!(received(&mut all).len(), 5);
+        drop(n1);
+        let inner = cache.inner.read();
+        assert!(!inner.watchers.by_node.contains_key("n1"));
+        assert_eq!(inner.watchers.len(), 2);
+    }
+
     #[test]
     fn history_is_capped_by_the_bytes_only_it_keeps_alive() {
         let cache = Cache::new();
@@ -599,10 +785,12 @@ mod tests {
         drop(inner);
         // A watch from before the kept history is told it is too old; one inside it replays.
         assert!(matches!(
-            cache.watch("/registry/pods/", Some(10)),
+            cache.watch("/registry/pods/", Some(10), None),
             Err(WatchError::TooOld { .. })
         ));
-        let w = cache.watch("/registry/pods/", Some(75)).expect("watch");
+        let w = cache
+            .watch("/registry/pods/", Some(75), None)
+            .expect("watch");
         assert_eq!(
             w.backlog.iter().map(|e| e.rv).collect::<Vec<_>>(),
             vec![76, 77, 78, 79, 80]

@@ -152,7 +152,7 @@ async fn reconcile(api: &Api, crd: &Value) {
 /// Follows CRD changes forever.
 pub async fn run(api: Arc<Api>) {
     loop {
-        let mut w = match api.cache.watch(CRD_PREFIX, None) {
+        let mut w = match api.cache.watch(CRD_PREFIX, None, None) {
             Ok(w) => w,
             Err(_) => {
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -63,14 +63,11 @@ pub fn is_selectable(kind: &str, field: &str) -> bool {
 }
 
 /// The selectable attributes of `obj`.
-pub fn field_set(obj: &Value) -> Vec<(String, String)> {
+pub fn field_set(obj: &Value) -> Vec<(&'static str, String)> {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let mut out = vec![
-        ("metadata.name".to_string(), text(get(obj, "metadata.name"))),
-        (
-            "metadata.namespace".to_string(),
-            text(get(obj, "metadata.namespace")),
-        ),
+        ("metadata.name", text(get(obj, "metadata.name"))),
+        ("metadata.namespace", text(get(obj, "metadata.namespace"))),
     ];
     for f in kind_fields(kind) {
         let v = match (kind, *f) {
@@ -83,7 +80,7 @@ pub fn field_set(obj: &Value) -> Vec<(String, String)> {
         } else {
             v
         };
-        out.push((f.to_string(), v));
+        out.push((*f, v));
     }
     out
 }
@@ -98,10 +95,10 @@ mod tests {
         let pod = json!({"kind": "Pod", "metadata": {"name": "p", "namespace": "d"},
             "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         let f = field_set(&pod);
-        assert!(f.contains(&("spec.nodeName".into(), "n1".into())));
-        assert!(f.contains(&("status.phase".into(), "Running".into())));
-        assert!(f.contains(&("spec.hostNetwork".into(), "false".into())));
-        assert!(f.contains(&("metadata.namespace".into(), "d".into())));
+        assert!(f.contains(&("spec.nodeName", "n1".into())));
+        assert!(f.contains(&("status.phase", "Running".into())));
+        assert!(f.contains(&("spec.hostNetwork", "false".into())));
+        assert!(f.contains(&("metadata.namespace", "d".into())));
         assert!(is_selectable("Pod", "spec.nodeName"));
         assert!(!is_selectable("Pod", "spec.foo"));
     }

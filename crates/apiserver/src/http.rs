@@ -570,26 +570,24 @@ async fn prepare(
         )));
     }
     let duplicates = std::mem::take(&mut ctx.duplicates);
-    if mode != "Ignore" {
-        let unknown = kumo_registry::validate::unknown_fields(def, new);
-        if !unknown.is_empty() || !duplicates.is_empty() {
-            if mode == "Strict" {
-                return Err(kumo_registry::validate::strict_error_with_duplicates(
-                    def,
-                    &unknown,
-                    &duplicates,
-                ));
-            }
-            ctx.warnings
-                .extend(kumo_registry::validate::unknown_field_warnings(&unknown));
-            ctx.warnings
-                .extend(kumo_registry::validate::duplicate_field_warnings(
-                    &duplicates,
-                ));
+    let (unknown, decoded) = kumo_registry::validate::unknown_fields_and_decode_check(def, new);
+    if mode != "Ignore" && (!unknown.is_empty() || !duplicates.is_empty()) {
+        if mode == "Strict" {
+            return Err(kumo_registry::validate::strict_error_with_duplicates(
+                def,
+                &unknown,
+                &duplicates,
+            ));
         }
+        ctx.warnings
+            .extend(kumo_registry::validate::unknown_field_warnings(&unknown));
+        ctx.warnings
+            .extend(kumo_registry::validate::duplicate_field_warnings(
+                &duplicates,
+            ));
     }
-    crate::schema::prune_unknown(def, new);
-    crate::schema::decode_check(def, new)?;
+    crate::schema::prune_paths(new, &unknown);
+    decoded?;
     crate::schema::apply_defaults(def, new);
     let csr = crate::csr::is_csr(def);
     let incoming = if csr { new.clone() } else { Value::Null };

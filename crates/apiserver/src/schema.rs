@@ -15,7 +15,12 @@ pub fn unknown_fields(def: &ResourceDef, obj: &Value) -> Vec<String> {
 
 /// Drops unknown fields (built-in types never store them).
 pub fn prune_unknown(def: &ResourceDef, obj: &mut Value) {
-    for path in kumo_registry::validate::unknown_fields(def, obj) {
+    prune_paths(obj, &kumo_registry::validate::unknown_fields(def, obj));
+}
+
+/// Removes the unknown fields found earlier (paths as [`unknown_fields`] reports them).
+pub fn prune_paths(obj: &mut Value, unknown: &[String]) {
+    for path in unknown {
         remove_path(obj, path.trim_start_matches('.'));
     }
 }

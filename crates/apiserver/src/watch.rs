@@ -156,7 +156,22 @@ pub async fn serve(
         include: output::include_for(ctx),
     };
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
-    let watch = ctx.api.cache.watch(&prefix, from);
+    let filter: Option<crate::cache::WatchFilter> =
+        if opts.labels.is_empty() && opts.fields.is_empty() {
+            None
+        } else {
+            let node_name = opts
+                .fields
+                .required_value(crate::cache::TRIGGER_FIELD)
+                .map(str::to_string);
+            let opts = opts.clone();
+            Some(crate::cache::WatchFilter {
+                matches: Arc::new(move |e: &Entry| matches(&opts, e)),
+                node_name,
+            })
+        };
+    let watch = ctx.api.cache.watch(&prefix, from, filter);
+    let cache = ctx.api.cache.clone();
     let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(1800 + rand_secs(1800)));
     let bookmarks = q.allow_watch_bookmarks;
     let initial_end = q.send_initial_events;
@@ -222,7 +237,28 @@ pub async fn serve(
                 }
                 _ = tokio::time::sleep_until(next_bookmark), if bookmarks => {
                     next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
-                    if !send(enc.bookmark(last_rv, false)).await { break; }
+                    // Events the filter kept from us advance the bookmark too: read the
+                    // cache's revision, then drain what was handed to us before it, so the
+                    // bookmark never runs ahead of an event still to be sent.
+                    let skipped = cache.revision();
+                    let mut open = true;
+                    while let Ok(msg) = w.rx.try_recv() {
+                        match msg {
+                            WatchMsg::Event(ev) => {
+                                if ev.rv <= last_rv { continue; }
+                                last_rv = ev.rv;
+                                if let Some(kind) = translate(&opts, &ev)
+                                    && !send(enc.cache_event(kind, &ev)).await
+                                {
+                                    open = false;
+                                    break;
+                                }
+                            }
+                            WatchMsg::Progress(rev) => last_rv = last_rv.max(rev),
+                        }
+                    }
+                    last_rv = last_rv.max(skipped);
+                    if !open || !send(enc.bookmark(last_rv, false)).await { break; }
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = tx.closed() => break,

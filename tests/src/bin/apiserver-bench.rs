@@ -103,6 +103,10 @@ struct Args {
     /// and the create phases into this directory (`<store>-<phase>.data`).
     #[arg(long)]
     perf_dir: Option<PathBuf>,
+    /// Write every paced create of the create phases to `<dir>/<store>-<mode>.csv`
+    /// (`index,due_s,latency_ms`), to see when slow requests happen.
+    #[arg(long)]
+    latency_trace_dir: Option<PathBuf>,
     /// `--quota-backend-bytes` of both stores (0 = their default, 2 GiB). The preload writes
     /// ~2.2 GB of revisions in minutes, before the apiserver's first compaction (10 min after
     /// start), so the 2 GiB default raises NOSPACE mid-preload; 8 GiB is etcd's suggested
@@ -1359,6 +1363,7 @@ async fn create_phase(
     let mut from_schedule = Histogram::default();
     let (mut ok, mut errors, mut first_error) = (0usize, 0usize, None);
     let mut expected = 0usize;
+    let mut trace: Vec<(usize, Duration)> = Vec::new();
     while let Some(r) = set.join_next().await {
         let Ok((i, lat, sched, res)) = r else {
             errors += 1;
@@ -1367,6 +1372,7 @@ async fn create_phase(
         match res {
             Ok(()) => {
                 ok += 1;
+                trace.push((i, lat));
                 create.record(lat);
                 from_schedule.record(sched);
                 expected += expected_by_pod.get(i).copied().unwrap_or(0);
@@ -1378,6 +1384,21 @@ async fn create_phase(
         }
     }
     let all_done_secs = t0.elapsed().as_secs_f64();
+    if let Some(dir) = &args.latency_trace_dir {
+        trace.sort_unstable();
+        let mut csv = String::from("index,due_s,latency_ms\n");
+        for (i, lat) in &trace {
+            csv.push_str(&format!(
+                "{i},{:.4},{:.2}\n",
+                *i as f64 / f64::from(args.rate),
+                lat.as_secs_f64() * 1000.0
+            ));
+        }
+        let path = dir.join(format!("{}-{}.csv", store_label(api), mode.name()));
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, csv)) {
+            eprintln!("    (latency trace {}: {e})", path.display());
+        }
+    }
     // Stragglers: give the watches up to 20 s to deliver everything.
     let deadline = Instant::now() + Duration::from_secs(20);
     while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {

@@ -130,7 +130,12 @@ pub(crate) fn empty_object(api_version: &str, kind: &str, like: &Value) -> Value
 }
 
 /// Upstream `stripMetaManager`: these paths are never owned.
-fn strip_set() -> FieldSet {
+fn strip_set() -> &'static FieldSet {
+    static SET: std::sync::OnceLock<FieldSet> = std::sync::OnceLock::new();
+    SET.get_or_init(build_strip_set)
+}
+
+fn build_strip_set() -> FieldSet {
     let f = |names: &[&str]| -> Vec<PathElement> {
         names
             .iter()
@@ -155,7 +160,7 @@ fn strip_set() -> FieldSet {
 
 fn strip_meta(managed: &mut Managed, id: &ManagerId) {
     if let Some(vs) = managed.fields.get_mut(id) {
-        vs.set = vs.set.difference(&strip_set());
+        vs.set.subtract(strip_set());
         if vs.set.is_empty() {
             managed.fields.remove(id);
         }
@@ -200,13 +205,13 @@ fn update(
     }
     for (id, c) in conflicts {
         if let Some(vs) = managed.fields.get_mut(&id) {
-            vs.set = vs.set.difference(&c);
+            vs.set.subtract(&c);
         }
     }
     if !cmp.removed.is_empty() {
         for (id, vs) in managed.fields.iter_mut() {
             if id != workflow {
-                vs.set = vs.set.difference(&cmp.removed);
+                vs.set.subtract(&cmp.removed);
             }
         }
     }
@@ -225,16 +230,15 @@ fn structured_update(
     let Ok(cmp) = update(ctx, old, new, managed, id, true) else {
         return;
     };
-    let previous = managed
+    let mut set = managed
         .fields
-        .get(id)
-        .map(|vs| vs.set.clone())
+        .remove(id)
+        .map(|vs| vs.set)
         .unwrap_or_default();
-    let set = previous
-        .union(&cmp.modified)
-        .union(&cmp.added)
-        .difference(&cmp.removed)
-        .recursive_difference(&ctx.ignored);
+    set.union_in_place(&cmp.modified);
+    set.union_in_place(&cmp.added);
+    set.subtract(&cmp.removed);
+    set.subtract_recursive(&ctx.ignored);
     if set.is_empty() {
         managed.fields.remove(id);
     } else {
@@ -269,10 +273,10 @@ fn chain_update(
     structured_update(ctx, old, new, managed, &current);
     strip_meta(managed, &current);
     if let Some(vs) = managed.fields.remove(&current) {
-        let set = match managed.fields.get(&id) {
-            Some(previous) => vs.set.union(&previous.set),
-            None => vs.set,
-        };
+        let mut set = vs.set;
+        if let Some(previous) = managed.fields.get(&id) {
+            set.union_in_place(&previous.set);
+        }
         managed.fields.insert(
             id.clone(),
             VersionedSet {

@@ -196,9 +196,18 @@ impl FieldSet {
         };
         let mut node = self;
         for pe in prefix {
-            node = node.children.entry(pe.clone()).or_default();
+            // Clone the element only for a new child: most inserts share their prefix.
+            if !node.children.contains_key(pe) {
+                node.children.insert(pe.clone(), FieldSet::default());
+            }
+            let Some(child) = node.children.get_mut(pe) else {
+                return;
+            };
+            node = child;
         }
-        node.members.insert(last.clone());
+        if !node.members.contains(last) {
+            node.members.insert(last.clone());
+        }
     }
 
     /// Whether `path` itself is in the set.
@@ -238,7 +247,39 @@ impl FieldSet {
         out
     }
 
-    fn union_in_place(&mut self, other: &FieldSet) {
+    /// [`FieldSet::difference`], in place.
+    pub fn subtract(&mut self, other: &FieldSet) {
+        if other.members.is_empty() && other.children.is_empty() {
+            return;
+        }
+        self.members.retain(|m| !other.members.contains(m));
+        self.children.retain(|pe, c| {
+            if let Some(oc) = other.children.get(pe) {
+                c.subtract(oc);
+            }
+            !c.is_empty()
+        });
+    }
+
+    /// [`FieldSet::recursive_difference`], in place.
+    pub fn subtract_recursive(&mut self, other: &FieldSet) {
+        if other.members.is_empty() && other.children.is_empty() {
+            return;
+        }
+        self.members.retain(|m| !other.members.contains(m));
+        self.children.retain(|pe, c| {
+            if other.members.contains(pe) {
+                return false;
+            }
+            if let Some(oc) = other.children.get(pe) {
+                c.subtract_recursive(oc);
+            }
+            !c.is_empty()
+        });
+    }
+
+    /// [`FieldSet::union`], in place.
+    pub fn union_in_place(&mut self, other: &FieldSet) {
         for m in &other.members {
             self.members.insert(m.clone());
         }

@@ -285,9 +285,9 @@ impl Comparison {
         if fields.is_empty() {
             return self;
         }
-        self.removed = self.removed.recursive_difference(fields);
-        self.modified = self.modified.recursive_difference(fields);
-        self.added = self.added.recursive_difference(fields);
+        self.removed.subtract_recursive(fields);
+        self.modified.subtract_recursive(fields);
+        self.added.subtract_recursive(fields);
         self
     }
 }

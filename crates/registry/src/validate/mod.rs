@@ -78,6 +78,29 @@ pub fn decode_check(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// [`unknown_fields`] and [`decode_check`] in one walk. The decoding error does not depend on
+/// the unknown fields (they are not decoded), so it holds for `obj` with them pruned too.
+#[allow(clippy::result_large_err)]
+pub fn unknown_fields_and_decode_check(
+    def: &ResourceDef,
+    obj: &Value,
+) -> (Vec<String>, Result<(), ApiError>) {
+    if !obj.is_object() {
+        return (Vec::new(), decode_check(def, obj));
+    }
+    match definition(def) {
+        Some(name) => {
+            let walk = schema::walk_builtin(name, obj);
+            let decoded = match walk.error {
+                Some(e) => Err(cannot_handle(def, &e)),
+                None => Ok(()),
+            };
+            (walk.unknown, decoded)
+        }
+        None => (unknown_fields(def, obj), decode_check(def, obj)),
+    }
+}
+
 /// The fields of `obj` that `def`'s schema does not know, upstream style
 /// (`spec.foo`, `spec.template.spec.containers[0].foo`, `metadata.labelz`), in document order.
 pub fn unknown_fields(def: &ResourceDef, obj: &Value) -> Vec<String> {
@@ -121,7 +144,7 @@ pub fn duplicate_fields(raw: &[u8]) -> Vec<String> {
     let mut de = serde_json::Deserializer::from_slice(raw);
     let _ = serde::de::DeserializeSeed::deserialize(
         dup::Scan {
-            path: String::new(),
+            path: &dup::Seg::Root,
             out: &mut out,
         },
         &mut de,
@@ -149,13 +172,41 @@ pub fn strict_error_with_duplicates(
 }
 
 mod dup {
-    use std::collections::HashSet;
+    use std::borrow::Cow;
     use std::fmt;
 
     use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
+    /// Where the scan is; rendered only for a duplicate.
+    pub(super) enum Seg<'a> {
+        Root,
+        Key(&'a Seg<'a>, &'a str),
+        Index(&'a Seg<'a>, usize),
+    }
+
+    impl Seg<'_> {
+        fn render(&self, out: &mut String) {
+            match self {
+                Seg::Root => {}
+                Seg::Key(parent, key) => {
+                    parent.render(out);
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                }
+                Seg::Index(parent, i) => {
+                    parent.render(out);
+                    out.push('[');
+                    out.push_str(&i.to_string());
+                    out.push(']');
+                }
+            }
+        }
+    }
+
     pub(super) struct Scan<'a> {
-        pub path: String,
+        pub path: &'a Seg<'a>,
         pub out: &'a mut Vec<String>,
     }
 
@@ -163,6 +214,32 @@ mod dup {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_any(self)
+        }
+    }
+
+    /// A map key, borrowed from the input when it has no escapes.
+    struct Key;
+
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
         }
     }
 
@@ -195,8 +272,9 @@ mod dup {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut i = 0usize;
             loop {
+                let here = Seg::Index(self.path, i);
                 let child = Scan {
-                    path: format!("{}[{i}]", self.path),
+                    path: &here,
                     out: &mut *self.out,
                 };
                 if seq.next_element_seed(child)?.is_none() {
@@ -206,20 +284,19 @@ mod dup {
             }
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                let path = if self.path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{}.{key}", self.path)
-                };
-                if !seen.insert(key) {
-                    self.out.push(path.clone());
+            let mut seen: Vec<Cow<'de, str>> = Vec::new();
+            while let Some(key) = map.next_key_seed(Key)? {
+                let here = Seg::Key(self.path, &key);
+                if seen.contains(&key) {
+                    let mut path = String::new();
+                    here.render(&mut path);
+                    self.out.push(path);
                 }
                 map.next_value_seed(Scan {
-                    path,
+                    path: &here,
                     out: &mut *self.out,
                 })?;
+                seen.push(key);
             }
             Ok(())
         }

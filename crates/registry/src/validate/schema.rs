@@ -87,11 +87,66 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// Where the walk is, rendered only when an error or unknown field needs it (a pod has
+/// hundreds of fields; formatting every path was most of the walk's cost).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    /// A fixed prefix (`metadata` for a custom resource's ObjectMeta).
+    Named(&'a str),
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl Path<'_> {
+    /// The indexed path: `spec.containers[0].ports[1].name`, `data[key]`.
+    fn indexed(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, true);
+        out
+    }
+
+    /// The index-less path Go reports in type errors: `spec.containers.ports.name`.
+    fn go(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, false);
+        out
+    }
+
+    fn write(&self, out: &mut String, indexed: bool) {
+        match self {
+            Path::Root => {}
+            Path::Named(n) => out.push_str(n),
+            Path::Field(parent, key) => {
+                parent.write(out, indexed);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Path::Index(parent, i) => {
+                parent.write(out, indexed);
+                if indexed {
+                    out.push_str(&format!("[{i}]"));
+                }
+            }
+            Path::Key(parent, k) => {
+                parent.write(out, indexed);
+                if indexed {
+                    out.push_str(&format!("[{k}]"));
+                }
+            }
+        }
+    }
+}
+
 impl Ctx<'_> {
-    fn type_error(&mut self, value: &Value, strukt: &str, go_path: &str, ty: &str) {
+    fn type_error(&mut self, value: &Value, strukt: &str, path: &Path<'_>, ty: &str) {
         if self.out.error.is_some() {
             return;
         }
+        let go_path = path.go();
         let value_desc = match value {
             Value::Number(_) => "number".to_string(),
             other => json_type(other),
@@ -112,8 +167,8 @@ impl Ctx<'_> {
     }
 
     /// Walks `value` against the field schema `schema`; `strukt` is the Go struct holding the
-    /// field, `go_path` the index-less JSON path Go reports, `path` the indexed one.
-    fn walk(&mut self, value: &Value, schema: &Value, strukt: &str, go_path: &str, path: &str) {
+    /// field, `path` where it is (Go reports it without indexes, unknown fields with them).
+    fn walk(&mut self, value: &Value, schema: &Value, strukt: &str, path: &Path<'_>) {
         if value.is_null() {
             return;
         }
@@ -147,33 +202,30 @@ impl Ctx<'_> {
             let Some(target) = def(name) else {
                 return;
             };
-            let ty = go_type_of_def(name);
             let inner = name.rsplit('.').next().unwrap_or("");
-            self.walk_def(value, target, &ty, inner, strukt, go_path, path);
+            self.walk_def(value, target, name, inner, strukt, path);
             return;
         }
-        self.walk_inline(value, schema, strukt, go_path, path);
+        self.walk_inline(value, schema, strukt, path);
     }
 
     /// A definition (a Go named type): structs, and the string/object special types.
-    #[allow(clippy::too_many_arguments)]
     fn walk_def(
         &mut self,
         value: &Value,
         target: &Value,
-        ty: &str,
+        def_name: &str,
         struct_name: &str,
         strukt: &str,
-        go_path: &str,
-        path: &str,
+        path: &Path<'_>,
     ) {
         match target.get("type").and_then(Value::as_str) {
             Some("object") if target.get("properties").is_some() => {
                 let Value::Object(m) = value else {
-                    self.type_error(value, strukt, go_path, ty);
+                    self.type_error(value, strukt, path, &go_type_of_def(def_name));
                     return;
                 };
-                self.walk_props(m, target, struct_name, go_path, path);
+                self.walk_props(m, target, struct_name, path);
             }
             Some("string") => match value {
                 Value::String(s) => {
@@ -200,57 +252,45 @@ impl Ctx<'_> {
         m: &Map<String, Value>,
         target: &Value,
         struct_name: &str,
-        go_path: &str,
-        path: &str,
+        path: &Path<'_>,
     ) {
         let props = target.get("properties").and_then(Value::as_object);
         for (k, v) in m {
+            let here = Path::Field(path, k);
             match props.and_then(|p| p.get(k)) {
-                Some(field_schema) => {
-                    self.walk(
-                        v,
-                        field_schema,
-                        struct_name,
-                        &join(go_path, k),
-                        &join(path, k),
-                    );
-                }
-                None => self.out.unknown.push(join(path, k)),
+                Some(field_schema) => self.walk(v, field_schema, struct_name, &here),
+                None => self.out.unknown.push(here.indexed()),
             }
         }
     }
 
     /// An inline field schema: scalars, lists, maps.
-    fn walk_inline(
-        &mut self,
-        value: &Value,
-        schema: &Value,
-        strukt: &str,
-        go_path: &str,
-        path: &str,
-    ) {
-        let ty = go_type(schema);
+    fn walk_inline(&mut self, value: &Value, schema: &Value, strukt: &str, path: &Path<'_>) {
+        let ty = || go_type(schema);
         match schema.get("type").and_then(Value::as_str) {
             Some("integer") => match value {
                 Value::Number(n) => {
+                    let int64 = schema.get("format").and_then(Value::as_str) == Some("int64");
                     let fits = match n.as_i64() {
-                        Some(i) if ty == "int32" => i32::try_from(i).is_ok(),
+                        Some(i) if !int64 => i32::try_from(i).is_ok(),
                         Some(_) => true,
                         None => false,
                     };
                     if !fits {
                         self.custom_error(format!(
-                            "json: cannot unmarshal number {n} into Go struct field {strukt}.{go_path} of type {ty}"
+                            "json: cannot unmarshal number {n} into Go struct field {strukt}.{} of type {}",
+                            path.go(),
+                            ty()
                         ));
                     }
                 }
-                other => self.type_error(other, strukt, go_path, &ty),
+                other => self.type_error(other, strukt, path, &ty()),
             },
             Some("number") if !value.is_number() => {
-                self.type_error(value, strukt, go_path, &ty);
+                self.type_error(value, strukt, path, &ty());
             }
             Some("boolean") if !value.is_boolean() => {
-                self.type_error(value, strukt, go_path, &ty);
+                self.type_error(value, strukt, path, &ty());
             }
             Some("string") => match value {
                 Value::String(s) => {
@@ -260,31 +300,31 @@ impl Ctx<'_> {
                         self.custom_error(format!("illegal base64 data at input byte {at}"));
                     }
                 }
-                other => self.type_error(other, strukt, go_path, &ty),
+                other => self.type_error(other, strukt, path, &ty()),
             },
             Some("array") => {
                 let Value::Array(items) = value else {
-                    self.type_error(value, strukt, go_path, &ty);
+                    self.type_error(value, strukt, path, &ty());
                     return;
                 };
                 let Some(item_schema) = schema.get("items") else {
                     return;
                 };
                 for (i, item) in items.iter().enumerate() {
-                    self.walk(item, item_schema, strukt, go_path, &format!("{path}[{i}]"));
+                    self.walk(item, item_schema, strukt, &Path::Index(path, i));
                 }
             }
             Some("object") => {
                 let Value::Object(m) = value else {
-                    self.type_error(value, strukt, go_path, &ty);
+                    self.type_error(value, strukt, path, &ty());
                     return;
                 };
                 if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                     for (k, v) in m {
-                        self.walk(v, ap, strukt, go_path, &format!("{path}[{k}]"));
+                        self.walk(v, ap, strukt, &Path::Key(path, k));
                     }
                 } else if schema.get("properties").is_some() {
-                    self.walk_props(m, schema, strukt, go_path, path);
+                    self.walk_props(m, schema, strukt, path);
                 }
             }
             _ => {}
@@ -299,7 +339,7 @@ pub(crate) fn walk_builtin(def_name: &str, obj: &Value) -> Walk {
         let short = def_name.rsplit('.').next().unwrap_or("");
         let mut ctx = Ctx { out: &mut out };
         match obj {
-            Value::Object(m) => ctx.walk_props(m, target, short, "", ""),
+            Value::Object(m) => ctx.walk_props(m, target, short, &Path::Root),
             other => ctx.custom_error(format!(
                 "json: cannot unmarshal {} into Go value of type {}",
                 json_type(other).split(' ').next().unwrap_or(""),
@@ -316,9 +356,11 @@ pub(crate) fn walk_metadata(obj: &Value) -> Walk {
     if let (Some(meta), Some(target)) = (obj.get("metadata"), def(OBJECT_META_SCHEMA)) {
         let mut ctx = Ctx { out: &mut out };
         match meta {
-            Value::Object(m) => ctx.walk_props(m, target, "ObjectMeta", "metadata", "metadata"),
+            Value::Object(m) => {
+                ctx.walk_props(m, target, "ObjectMeta", &Path::Named("metadata"));
+            }
             Value::Null => {}
-            other => ctx.type_error(other, "", "metadata", "v1.ObjectMeta"),
+            other => ctx.type_error(other, "", &Path::Named("metadata"), "v1.ObjectMeta"),
         }
     }
     out
