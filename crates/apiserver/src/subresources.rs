@@ -23,7 +23,7 @@ pub async fn create(
     match (def.kind.as_str(), sub) {
         ("Pod" | "Binding", "binding") => bind(ctx, ns, name, obj).await,
         ("Pod", "eviction") => evict(ctx, def, ns, name, obj).await,
-        ("ServiceAccount", "token") => token(ctx, ns, name, obj),
+        ("ServiceAccount", "token") => token(ctx, ns, name, obj).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "create is not supported on {}/{sub}",
             def.plural
@@ -198,13 +198,26 @@ async fn evict(
     }
 }
 
-fn token(
+async fn token(
     ctx: &mut Ctx,
     ns: Option<&str>,
     name: &str,
     req: Value,
 ) -> Result<Response<Body>, ApiError> {
     let ns = ns.unwrap_or("default");
+    // The ServiceAccount and the bound object are read from the cache: make it as current as
+    // a read from the store (upstream reads storage), so a token for a ServiceAccount created
+    // a moment ago is not a 404 (`kumo join` creates one and asks for its token at once).
+    let current = ctx
+        .api
+        .store
+        .current_revision()
+        .await
+        .map_err(crate::api::store_error)?;
+    ctx.api
+        .cache
+        .wait_for(current, std::time::Duration::from_secs(3))
+        .await;
     let sa = ctx
         .api
         .cache
