@@ -192,6 +192,14 @@ impl Api {
         self.resources.read().clone()
     }
 
+    /// Brings the watch cache up to the store's current revision (waiting at most
+    /// [`FRESHNESS_WAIT`]), so what it serves is as fresh as a read from the store.
+    pub async fn sync_cache(&self) -> Result<(), ApiError> {
+        let current = self.store.current_revision().await.map_err(store_error)?;
+        self.cache.wait_for(current, FRESHNESS_WAIT).await;
+        Ok(())
+    }
+
     fn matches(&self, e: &Entry, opts: &ListOptions) -> bool {
         opts.labels.matches(&e.labels) && opts.fields.matches(|f| e.field(f))
     }

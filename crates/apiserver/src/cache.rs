@@ -309,6 +309,25 @@ impl Watchers {
         self.all.len()
     }
 
+    /// Tells every watcher the cache reached `rev`; drops those that went. (A full buffer
+    /// is no reason to drop one: it has events to send.)
+    fn progress(&mut self, rev: i64) {
+        let gone: Vec<u64> = self
+            .all
+            .iter()
+            .filter(|(_, w)| {
+                matches!(
+                    w.tx.try_send(WatchMsg::Progress(rev)),
+                    Err(mpsc::error::TrySendError::Closed(_))
+                )
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
     /// Sends `ev` to every watcher it concerns; drops those that fell behind or went.
     fn publish(&mut self, ev: &Arc<CacheEvent>) {
         let mut gone = Vec::new();
@@ -554,13 +573,7 @@ impl Cache {
             inner.rev = rev;
         }
         let rev = inner.rev;
-        inner
-            .watchers
-            .all
-            .retain(|_, w| match w.tx.try_send(WatchMsg::Progress(rev)) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        inner.watchers.progress(rev);
         drop(inner);
         self.rev_tx.send_replace(rev);
     }
@@ -753,9 +766,13 @@ mod tests {
         );
         assert_eq!(received(&mut all).len(), 5);
         drop(n1);
+        assert!(!cache.inner.read().watchers.by_node.contains_key("n1"));
+        // A watcher whose receiver went is dropped, index included, by the next progress.
+        unscheduled.rx.close();
+        cache.apply_progress(6);
         let inner = cache.inner.read();
-        assert!(!inner.watchers.by_node.contains_key("n1"));
-        assert_eq!(inner.watchers.len(), 2);
+        assert!(inner.watchers.by_node.is_empty());
+        assert_eq!(inner.watchers.len(), 1);
     }
 
     #[test]

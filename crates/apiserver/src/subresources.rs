@@ -208,16 +208,7 @@ async fn token(
     // The ServiceAccount and the bound object are read from the cache: make it as current as
     // a read from the store (upstream reads storage), so a token for a ServiceAccount created
     // a moment ago is not a 404 (`kumo join` creates one and asks for its token at once).
-    let current = ctx
-        .api
-        .store
-        .current_revision()
-        .await
-        .map_err(crate::api::store_error)?;
-    ctx.api
-        .cache
-        .wait_for(current, std::time::Duration::from_secs(3))
-        .await;
+    ctx.api.sync_cache().await?;
     let sa = ctx
         .api
         .cache

@@ -98,6 +98,36 @@ fn translate(opts: &ListOptions, ev: &CacheEvent) -> Option<&'static str> {
     }
 }
 
+/// Passes one message from the cache on to the client, skipping events at or before
+/// `last_rv` (already sent from the history replay). `false` once the client is gone.
+async fn forward(
+    msg: WatchMsg,
+    last_rv: &mut i64,
+    opts: &ListOptions,
+    enc: &Encoder,
+    tx: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+) -> bool {
+    match msg {
+        WatchMsg::Event(ev) => {
+            if ev.rv <= *last_rv {
+                return true;
+            }
+            *last_rv = ev.rv;
+            match translate(opts, &ev) {
+                Some(kind) => tx
+                    .send(Ok(Frame::data(enc.cache_event(kind, &ev))))
+                    .await
+                    .is_ok(),
+                None => true,
+            }
+        }
+        WatchMsg::Progress(rev) => {
+            *last_rv = (*last_rv).max(rev);
+            true
+        }
+    }
+}
+
 /// Starts a watch and returns the streaming response.
 pub async fn serve(
     ctx: &Ctx,
@@ -139,16 +169,7 @@ pub async fn serve(
     };
     if from.is_none() && rv.is_empty() {
         // "Start at most recent": the initial state must be current.
-        let current = ctx
-            .api
-            .store
-            .current_revision()
-            .await
-            .map_err(crate::api::store_error)?;
-        ctx.api
-            .cache
-            .wait_for(current, Duration::from_secs(3))
-            .await;
+        ctx.api.sync_cache().await?;
     }
     let enc = Encoder {
         output: ctx.output,
@@ -219,17 +240,8 @@ pub async fn serve(
             tokio::select! {
                 msg = w.rx.recv() => {
                     match msg {
-                        Some(WatchMsg::Event(ev)) => {
-                            if ev.rv <= last_rv { continue; }
-                            last_rv = ev.rv;
-                            if let Some(kind) = translate(&opts, &ev)
-                                && !send(enc.cache_event(kind, &ev)).await
-                            {
-                                break;
-                            }
-                        }
-                        Some(WatchMsg::Progress(rev)) => {
-                            if rev > last_rv { last_rv = rev; }
+                        Some(msg) => {
+                            if !forward(msg, &mut last_rv, &opts, &enc, &tx).await { break; }
                         }
                         // The cache closed us (we fell behind, or it re-listed).
                         None => break,
@@ -240,24 +252,12 @@ pub async fn serve(
                     // Events the filter kept from us advance the bookmark too: read the
                     // cache's revision, then drain what was handed to us before it, so the
                     // bookmark never runs ahead of an event still to be sent.
-                    let skipped = cache.revision();
+                    let current = cache.revision();
                     let mut open = true;
-                    while let Ok(msg) = w.rx.try_recv() {
-                        match msg {
-                            WatchMsg::Event(ev) => {
-                                if ev.rv <= last_rv { continue; }
-                                last_rv = ev.rv;
-                                if let Some(kind) = translate(&opts, &ev)
-                                    && !send(enc.cache_event(kind, &ev)).await
-                                {
-                                    open = false;
-                                    break;
-                                }
-                            }
-                            WatchMsg::Progress(rev) => last_rv = last_rv.max(rev),
-                        }
+                    while open && let Ok(msg) = w.rx.try_recv() {
+                        open = forward(msg, &mut last_rv, &opts, &enc, &tx).await;
                     }
-                    last_rv = last_rv.max(skipped);
+                    last_rv = last_rv.max(current);
                     if !open || !send(enc.bookmark(last_rv, false)).await { break; }
                 }
                 _ = tokio::time::sleep_until(deadline) => break,

@@ -72,7 +72,13 @@ pub fn decode_check(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
         Some(name) => schema::walk_builtin(name, obj),
         None => schema::walk_metadata(obj),
     };
-    match walk.error {
+    decoded(def, walk.error)
+}
+
+/// A walk's decoding error as upstream's 400.
+#[allow(clippy::result_large_err)]
+fn decoded(def: &ResourceDef, error: Option<String>) -> Result<(), ApiError> {
+    match error {
         Some(e) => Err(cannot_handle(def, &e)),
         None => Ok(()),
     }
@@ -91,11 +97,7 @@ pub fn unknown_fields_and_decode_check(
     match definition(def) {
         Some(name) => {
             let walk = schema::walk_builtin(name, obj);
-            let decoded = match walk.error {
-                Some(e) => Err(cannot_handle(def, &e)),
-                None => Ok(()),
-            };
-            (walk.unknown, decoded)
+            (walk.unknown, decoded(def, walk.error))
         }
         None => (unknown_fields(def, obj), decode_check(def, obj)),
     }
@@ -173,6 +175,7 @@ pub fn strict_error_with_duplicates(
 
 mod dup {
     use std::borrow::Cow;
+    use std::collections::HashSet;
     use std::fmt;
 
     use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -284,7 +287,7 @@ mod dup {
             }
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen: Vec<Cow<'de, str>> = Vec::new();
+            let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
             while let Some(key) = map.next_key_seed(Key)? {
                 let here = Seg::Key(self.path, &key);
                 if seen.contains(&key) {
@@ -296,7 +299,7 @@ mod dup {
                     path: &here,
                     out: &mut *self.out,
                 })?;
-                seen.push(key);
+                seen.insert(key);
             }
             Ok(())
         }

@@ -410,15 +410,6 @@ impl Mvcc {
 
     /// Commits everything written so far, durably (fsync): used before the Raft log is purged.
     pub(crate) fn durable_checkpoint(&self) -> Result<()> {
-        // Write back what the non-durable commits since the last checkpoint left in the page
-        // cache first, without redb's write lock: the durable commit below holds it (and so
-        // stalls every apply) only for what little is dirty by then, instead of for hundreds
-        // of megabytes at 1,000 pod writes per second.
-        if let Ok(f) = std::fs::File::open(&self.path)
-            && let Err(e) = f.sync_data()
-        {
-            tracing::debug!(error = %e, "pre-checkpoint write-back failed");
-        }
         let db = self.db.read();
         let mut w = db.begin_write()?;
         w.set_durability(Durability::Immediate)?;
