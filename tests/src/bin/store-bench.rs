@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use etcd_client::{Client, ConnectOptions};
+use kumo_etcd_proto::pb;
 use kumo_tests::{StoreKind, StoreProc, etcd_bin, etcdctl_bin, kumo_bin};
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,14 @@ struct Args {
     /// Bench only this store.
     #[arg(long, value_parser = ["etcd", "kumo"])]
     only: Option<String>,
+    /// Also bench a "null" server: a gRPC KV service on the same stack as kumo store (tonic)
+    /// that stores nothing and answers every request at once. It is the ceiling the load
+    /// generator and `etcdctl check perf` can reach on this machine, whatever the store.
+    #[arg(long)]
+    null: bool,
+    /// Run the null server on this address and nothing else (used by `--null`).
+    #[arg(long, hide = true)]
+    serve_null: Option<std::net::SocketAddr>,
     /// Bench an already-running store at this URL instead of starting fresh ones.
     #[arg(long)]
     endpoint: Option<String>,
@@ -129,6 +138,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum Target {
     Fresh(StoreKind),
     Endpoint { url: String, label: String },
+    Null,
 }
 
 impl Target {
@@ -136,6 +146,7 @@ impl Target {
         match self {
             Target::Fresh(k) => k.to_string(),
             Target::Endpoint { label, .. } => label.clone(),
+            Target::Null => "null".into(),
         }
     }
 }
@@ -145,6 +156,17 @@ struct Running {
     url: String,
     _proc: Option<StoreProc>,
     _dir: Option<tempfile::TempDir>,
+    _null: Option<NullProc>,
+}
+
+/// The null server as a child process (its own CPU, like a store), killed on drop.
+struct NullProc(std::process::Child);
+
+impl Drop for NullProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn start(target: &Target, work_dir: &Path) -> Result<Running> {
@@ -153,7 +175,30 @@ fn start(target: &Target, work_dir: &Path) -> Result<Running> {
             url: url.clone(),
             _proc: None,
             _dir: None,
+            _null: None,
         }),
+        Target::Null => {
+            let addr = format!("127.0.0.1:{}", kumo_tests::free_port());
+            let child = Command::new(std::env::current_exe()?)
+                .args(["--serve-null", &addr])
+                .stdin(Stdio::null())
+                .spawn()
+                .context("start the null server")?;
+            let proc = NullProc(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(&addr).is_err() {
+                if Instant::now() > deadline {
+                    bail!("the null server did not listen on {addr}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Running {
+                url: format!("http://{addr}"),
+                _proc: None,
+                _dir: None,
+                _null: Some(proc),
+            })
+        }
         Target::Fresh(kind) => {
             if *kind == StoreKind::Kumo {
                 // The harness panics when no binary exists; turn that into an error, quietly.
@@ -180,6 +225,7 @@ fn start(target: &Target, work_dir: &Path) -> Result<Running> {
                 url: proc.endpoint(),
                 _proc: Some(proc),
                 _dir: Some(dir),
+                _null: None,
             })
         }
     }
@@ -836,8 +882,100 @@ fn machine_line(args: &Args, duration: Duration) -> String {
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// the null server
+
+/// A KV service that stores nothing: every request is answered at once with a fresh revision.
+#[derive(Default)]
+struct NullKv(std::sync::atomic::AtomicI64);
+
+impl NullKv {
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        let rev = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Some(pb::ResponseHeader {
+            cluster_id: 1,
+            member_id: 1,
+            revision: rev,
+            raft_term: 1,
+        })
+    }
+}
+
+type NullResult<T> = std::result::Result<tonic::Response<T>, tonic::Status>;
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for NullKv {
+    /// A single-key read gets that key back (empty value); a range gets nothing, so
+    /// `etcdctl check perf` finds its prefix empty.
+    async fn range(&self, req: tonic::Request<pb::RangeRequest>) -> NullResult<pb::RangeResponse> {
+        let req = req.into_inner();
+        let kvs = if req.range_end.is_empty() {
+            vec![kumo_etcd_proto::mvccpb::KeyValue {
+                key: req.key,
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        };
+        Ok(tonic::Response::new(pb::RangeResponse {
+            header: self.header(),
+            count: kvs.len() as i64,
+            kvs,
+            ..Default::default()
+        }))
+    }
+    async fn put(&self, _: tonic::Request<pb::PutRequest>) -> NullResult<pb::PutResponse> {
+        Ok(tonic::Response::new(pb::PutResponse {
+            header: self.header(),
+            ..Default::default()
+        }))
+    }
+    async fn delete_range(
+        &self,
+        _: tonic::Request<pb::DeleteRangeRequest>,
+    ) -> NullResult<pb::DeleteRangeResponse> {
+        Ok(tonic::Response::new(pb::DeleteRangeResponse {
+            header: self.header(),
+            ..Default::default()
+        }))
+    }
+    async fn txn(&self, _: tonic::Request<pb::TxnRequest>) -> NullResult<pb::TxnResponse> {
+        Ok(tonic::Response::new(pb::TxnResponse {
+            header: self.header(),
+            succeeded: true,
+            ..Default::default()
+        }))
+    }
+    async fn compact(
+        &self,
+        _: tonic::Request<pb::CompactionRequest>,
+    ) -> NullResult<pb::CompactionResponse> {
+        Ok(tonic::Response::new(pb::CompactionResponse {
+            header: self.header(),
+        }))
+    }
+}
+
+fn serve_null(addr: std::net::SocketAddr) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(
+        tonic::transport::Server::builder()
+            .add_service(pb::kv_server::KvServer::new(NullKv::default()))
+            .serve(addr),
+    )?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut args = Args::parse();
+    if let Some(addr) = args.serve_null {
+        return serve_null(addr);
+    }
     args.check_perf.retain(|l| !l.trim().is_empty());
     if args.quick {
         args.duration = Duration::from_secs(3);
@@ -863,6 +1001,10 @@ fn main() -> Result<()> {
             Target::Fresh(StoreKind::Kumo),
         ],
     };
+    let mut targets = targets;
+    if args.null {
+        targets.push(Target::Null);
+    }
     for l in &args.check_perf {
         if perf_load(l).is_none() {
             bail!("--check-perf: unknown load `{l}` (s, m, l, xl)");
