@@ -27,11 +27,11 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.key);
+    fn matches<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        let v = label(&self.key);
         match self.op {
-            Op::Equals | Op::In => v.is_some_and(|v| self.values.contains(v)),
-            Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            Op::Equals | Op::In => v.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            Op::NotEquals | Op::NotIn => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
             Op::Exists => v.is_some(),
             Op::DoesNotExist => v.is_none(),
             Op::Gt | Op::Lt => {
@@ -68,7 +68,12 @@ pub struct SelectorError(pub String);
 impl LabelSelector {
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
+        self.matches_with(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Whether the labels `label(key)` looks up satisfy every requirement.
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        !self.nothing && self.requirements.iter().all(|r| r.matches(&label))
     }
 
     /// Whether this selector matches everything.

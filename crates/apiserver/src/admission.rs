@@ -375,7 +375,10 @@ fn priority(ctx: &Ctx, pod: &mut Value) -> Result<(), ApiError> {
         .list("/registry/scheduling.k8s.io/priorityclasses/");
     let class = match &class_name {
         Some(name) => {
-            let found = classes.iter().find(|e| e.name == *name).map(|e| e.object());
+            let found = classes
+                .iter()
+                .find(|e| e.name() == *name)
+                .map(|e| e.object());
             match found {
                 Some(c) => Some(c),
                 None => {

@@ -201,7 +201,7 @@ impl Api {
     }
 
     fn matches(&self, e: &Entry, opts: &ListOptions) -> bool {
-        opts.labels.matches(&e.labels) && opts.fields.matches(|f| e.field(f))
+        opts.labels.matches_with(|k| e.label(k)) && opts.fields.matches(|f| e.field(f))
     }
 
     /// GET one object (from the cache when current, else the store).
@@ -484,7 +484,7 @@ impl Api {
         if let Some(cur) = self.cache.get(&key)
             && cur.rv == expected_rev
             && (bytes.len()..=bytes.len() + 64).contains(&cur.raw.len())
-            && let Ok(old) = serde_json::from_slice::<Value>(&cur.raw)
+            && let Ok(old) = cur.raw.parse::<Value>()
             && same_object(&old, &stored)
         {
             let mut out = crate::convert::from_storage(def, old);

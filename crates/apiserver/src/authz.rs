@@ -38,7 +38,7 @@ fn parse_all<T: DeserializeOwned>(cache: &Cache, prefix: &str) -> Vec<Arc<T>> {
         .list(prefix)
         .0
         .iter()
-        .filter_map(|e| serde_json::from_slice::<T>(&e.raw).ok().map(Arc::new))
+        .filter_map(|e| e.raw.parse::<T>().ok().map(Arc::new))
         .collect()
 }
 
@@ -108,9 +108,7 @@ impl kumo_auth::RbacSource for CacheRbac {
 pub struct CacheLookup(pub Arc<Cache>);
 
 fn get<T: DeserializeOwned>(cache: &Cache, key: &str) -> Option<T> {
-    cache
-        .get(key)
-        .and_then(|e| serde_json::from_slice(&e.raw).ok())
+    cache.get(key).and_then(|e| e.raw.parse().ok())
 }
 
 impl kumo_auth::ObjectLookup for CacheLookup {

@@ -38,7 +38,7 @@ pub fn refresh(api: &Api) {
                     }
                 }
             }
-            Err(err) => warn!(crd = %e.name, error = %err, "CRD not served"),
+            Err(err) => warn!(crd = %e.name(), error = %err, "CRD not served"),
         }
     }
     let openapi = kumo_registry::openapi::OpenApi::new(&defs);

@@ -332,11 +332,11 @@ where
                 .api
                 .get(&def, ns, name, ctx.query.resource_version.as_deref())
                 .await?;
-            output::single(ctx, &def, e.raw.clone())
+            output::single(ctx, &def, e.raw.to_bytes())
         }
         ("get", Some(name), Some("status" | "approval")) => {
             let e = ctx.api.get(&def, ns, name, None).await?;
-            output::single(ctx, &def, e.raw.clone())
+            output::single(ctx, &def, e.raw.to_bytes())
         }
         ("get", Some(name), Some("scale")) => {
             let e = ctx.api.get(&def, ns, name, None).await?;
@@ -426,8 +426,8 @@ where
             let items = ctx.api.list(&def, ns, &lopts).await?;
             let mut deleted = Vec::new();
             for e in &items.items {
-                let item_ns = e.namespace.clone();
-                match delete(ctx, &def, item_ns.as_deref(), &e.name, &opts).await {
+                let item_ns = e.namespace().map(str::to_string);
+                match delete(ctx, &def, item_ns.as_deref(), e.name(), &opts).await {
                     Ok(Deleted::Now(o)) | Ok(Deleted::Pending(o)) => deleted.push(o),
                     Err(err) if err.code == 404 => {}
                     Err(err) => return Err(err),

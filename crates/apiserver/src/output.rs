@@ -161,7 +161,9 @@ fn json_list_response(
             if i > 0 {
                 buf.put_u8(b',');
             }
-            buf.put_slice(&e.raw);
+            for c in e.raw.chunks() {
+                buf.put_slice(c);
+            }
             if buf.len() >= LIST_CHUNK {
                 done = false;
                 break;

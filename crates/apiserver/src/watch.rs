@@ -39,7 +39,7 @@ impl Encoder {
         {
             return ev.json_frame(kind);
         }
-        self.event(kind, &ev.entry.raw)
+        self.event(kind, &ev.entry.raw.to_bytes())
     }
 
     fn event(&self, kind: &str, raw: &Bytes) -> Bytes {
@@ -80,7 +80,7 @@ impl Encoder {
 }
 
 fn matches(opts: &ListOptions, e: &Entry) -> bool {
-    opts.labels.matches(&e.labels) && opts.fields.matches(|f| e.field(f))
+    opts.labels.matches_with(|k| e.label(k)) && opts.fields.matches(|f| e.field(f))
 }
 
 /// What a cache event means to this watcher (selector transitions as upstream).
@@ -216,7 +216,7 @@ pub async fn serve(
         };
         let mut last_rv = w.start_rev;
         for e in std::mem::take(&mut w.initial) {
-            if matches(&opts, &e) && !send(enc.event("ADDED", &e.raw)).await {
+            if matches(&opts, &e) && !send(enc.event("ADDED", &e.raw.to_bytes())).await {
                 crate::metrics::watchers_dec(&def_for_metrics);
                 return;
             }
