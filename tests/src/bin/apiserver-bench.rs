@@ -104,7 +104,8 @@ struct Args {
     #[arg(long)]
     perf_dir: Option<PathBuf>,
     /// Write every paced create of the create phases to `<dir>/<store>-<mode>.csv`
-    /// (`index,due_s,latency_ms`), to see when slow requests happen.
+    /// (`index,due_s,latency_ms`), to see when slow requests happen, and the wall-clock time
+    /// of due 0 to `<dir>/<store>-<mode>.start`.
     #[arg(long)]
     latency_trace_dir: Option<PathBuf>,
     /// `--quota-backend-bytes` of both stores (0 = their default, 2 GiB). The preload writes
@@ -1186,6 +1187,30 @@ async fn current_rv(client: &Client) -> Result<String> {
         .context("no resourceVersion in the list")
 }
 
+/// Opens about `conns` connections in `client`'s pool (concurrent cheap GETs), so the paced
+/// phase measures requests on established connections, as long-running clients send them
+/// (and as upstream's latency SLI, taken inside the apiserver, counts them), not hundreds of
+/// TLS handshakes in its first second.
+async fn warm_up(client: &Client, conns: usize) {
+    let reqs = (0..conns).map(|_| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/api/v1/namespaces/default")
+                .body(Vec::new())
+                .map_err(kube::Error::HttpError)?;
+            client.request::<IgnoredAny>(req).await.map(|_| ())
+        }
+    });
+    let failed = futures::future::join_all(reqs)
+        .await
+        .into_iter()
+        .filter(Result::is_err)
+        .count();
+    if failed > 0 {
+        eprintln!("    (warm-up: {failed} of {conns} requests failed)");
+    }
+}
+
 async fn create_phase(
     api: &ApiServerProc,
     mode: WatchMode,
@@ -1213,6 +1238,7 @@ async fn create_phase(
     // Separate clients (connection pools) for the watches and the creates.
     let wclient = make_client(&api.kubeconfig).await?;
     let cclient = make_client(&api.kubeconfig).await?;
+    warm_up(&cclient, args.max_in_flight.min(256)).await;
     let rv = current_rv(&cclient).await?;
 
     // Open the watches at `rv`, 64 handshakes at a time.
@@ -1322,6 +1348,7 @@ async fn create_phase(
     let total = (f64::from(args.rate) * args.duration().as_secs_f64()).round() as usize;
     let sem = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
     let t0 = tokio::time::Instant::now();
+    let t0_wall = jiff::Timestamp::now();
     let mut set = tokio::task::JoinSet::new();
     let mut max_lag = Duration::ZERO;
     let ns_list: Arc<Vec<String>> = Arc::new((0..nss).map(ns_name).collect());
@@ -1395,7 +1422,12 @@ async fn create_phase(
             ));
         }
         let path = dir.join(format!("{}-{}.csv", store_label(api), mode.name()));
-        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, csv)) {
+        // The wall-clock time of due 0, to line the trace up with the servers' logs.
+        let start = path.with_extension("start");
+        if let Err(e) = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, csv))
+            .and_then(|()| std::fs::write(&start, format!("{t0_wall}\n")))
+        {
             eprintln!("    (latency trace {}: {e})", path.display());
         }
     }

@@ -254,8 +254,13 @@ impl StoreState {
 
     /// Makes everything applied so far durable and returns what it covers.
     fn checkpoint(&self) -> Result<SnapshotMeta<u64, super::MemberNode>, StoreError> {
-        self.mvcc.durable_checkpoint()?;
+        let held = self.mvcc.durable_checkpoint()?;
         let (applied, membership) = self.applied.lock().clone();
+        tracing::info!(
+            applied = applied.map(|l| l.index).unwrap_or(0),
+            held_ms = held.as_millis() as u64,
+            "durable checkpoint"
+        );
         Ok(SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
