@@ -107,6 +107,13 @@ pub struct ListOptions {
     pub continue_token: Option<String>,
 }
 
+impl ListOptions {
+    /// Whether a cached object satisfies the label and field selectors.
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.labels.matches_with(|k| e.label(k)) && self.fields.matches(|f| e.field(f))
+    }
+}
+
 /// What a DELETE asks for.
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
@@ -198,10 +205,6 @@ impl Api {
         let current = self.store.current_revision().await.map_err(store_error)?;
         self.cache.wait_for(current, FRESHNESS_WAIT).await;
         Ok(())
-    }
-
-    fn matches(&self, e: &Entry, opts: &ListOptions) -> bool {
-        opts.labels.matches_with(|k| e.label(k)) && opts.fields.matches(|f| e.field(f))
     }
 
     /// GET one object (from the cache when current, else the store).
@@ -321,8 +324,7 @@ impl Api {
 
     fn list_from_cache(&self, prefix: &str, opts: &ListOptions) -> ListResult {
         let (all, rev) = self.cache.list(prefix);
-        let mut items: Vec<Arc<Entry>> =
-            all.into_iter().filter(|e| self.matches(e, opts)).collect();
+        let mut items: Vec<Arc<Entry>> = all.into_iter().filter(|e| opts.matches(e)).collect();
         let mut continue_token = None;
         let mut remaining = None;
         if let Some(limit) = opts.limit
@@ -387,7 +389,7 @@ impl Api {
                 if limit > 0 && items.len() as i64 == limit {
                     // One more matching item exists: there is a next page.
                     if let Some(e) = Entry::from_store(&kv.key, &kv.value, kv.mod_revision)
-                        && self.matches(&e, opts)
+                        && opts.matches(&e)
                     {
                         let last: &Arc<Entry> = items.last().expect("limit > 0 items");
                         let token = encode_continue(rev, &format!("{}\u{0}", last.key), prefix);
@@ -401,7 +403,7 @@ impl Api {
                     continue;
                 }
                 if let Some(e) = Entry::from_store(&kv.key, &kv.value, kv.mod_revision)
-                    && self.matches(&e, opts)
+                    && opts.matches(&e)
                 {
                     items.push(Arc::new(e));
                 }

@@ -288,9 +288,9 @@ impl AsRef<[u8]> for SharedFrame {
     }
 }
 
-/// `{"type":"<T>","object":<raw>}\n`.
-pub fn json_frame(as_type: &str, raw: &[u8]) -> Bytes {
-    Bytes::from(json_frame_vec(as_type, [raw]))
+/// `{"type":"<T>","object":<raw>}\n`, the object given in pieces.
+pub fn json_frame<const N: usize>(as_type: &str, raw: [&[u8]; N]) -> Bytes {
+    Bytes::from(json_frame_vec(as_type, raw))
 }
 
 fn json_frame_vec<const N: usize>(as_type: &str, raw: [&[u8]; N]) -> Vec<u8> {

@@ -195,10 +195,9 @@ fn json_list_response(
 pub fn event_object(
     ctx_output: Output,
     def: &ResourceDef,
-    raw: &Bytes,
+    obj: Value,
     include: kumo_registry::table::IncludeObject,
 ) -> Value {
-    let obj: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
     match ctx_output {
         Output::Table => {
             let mut t = kumo_registry::table::table_for(

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::ListOptions;
 use crate::body::Body;
-use crate::cache::{CacheEvent, Entry, EventType, WatchError, WatchMsg};
+use crate::cache::{CacheEvent, Entry, EventType, Json, WatchError, WatchMsg};
 use crate::http::Ctx;
 use crate::output;
 use crate::request::Output;
@@ -39,27 +39,22 @@ impl Encoder {
         {
             return ev.json_frame(kind);
         }
-        self.event(kind, &ev.entry.raw.to_bytes())
+        self.event(kind, &ev.entry.raw)
     }
 
-    fn event(&self, kind: &str, raw: &Bytes) -> Bytes {
-        if crate::convert::needs_conversion(&self.def) {
-            let obj: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
-            let converted = crate::convert::from_storage(&self.def, obj);
-            let bytes = Bytes::from(serde_json::to_vec(&converted).unwrap_or_default());
-            return self.event_raw(kind, &bytes);
+    /// An object's frame for this watcher: the cached JSON as is, or parsed once when it must
+    /// be converted to the served version or shown as a Table or metadata.
+    fn event(&self, kind: &str, raw: &Json) -> Bytes {
+        let convert = crate::convert::needs_conversion(&self.def);
+        if !convert && matches!(self.output, Output::Json | Output::Yaml) {
+            return crate::cache::json_frame(kind, raw.chunks());
         }
-        self.event_raw(kind, raw)
-    }
-
-    fn event_raw(&self, kind: &str, raw: &Bytes) -> Bytes {
-        match self.output {
-            Output::Json | Output::Yaml => crate::cache::json_frame(kind, raw),
-            other => {
-                let v = output::event_object(other, &self.def, raw, self.include);
-                crate::cache::json_frame(kind, v.to_string().as_bytes())
-            }
+        let mut obj: Value = raw.parse().unwrap_or(Value::Null);
+        if convert {
+            obj = crate::convert::from_storage(&self.def, obj);
         }
+        let obj = output::event_object(self.output, &self.def, obj, self.include);
+        crate::cache::json_frame(kind, [obj.to_string().as_bytes()])
     }
 
     fn value(&self, kind: &str, v: &Value) -> Bytes {
@@ -79,14 +74,10 @@ impl Encoder {
     }
 }
 
-fn matches(opts: &ListOptions, e: &Entry) -> bool {
-    opts.labels.matches_with(|k| e.label(k)) && opts.fields.matches(|f| e.field(f))
-}
-
 /// What a cache event means to this watcher (selector transitions as upstream).
 fn translate(opts: &ListOptions, ev: &CacheEvent) -> Option<&'static str> {
-    let now = matches(opts, &ev.entry);
-    let before = ev.prev.as_ref().is_some_and(|p| matches(opts, p));
+    let now = opts.matches(&ev.entry);
+    let before = ev.prev.as_ref().is_some_and(|p| opts.matches(p));
     match ev.kind {
         EventType::Deleted => before.then_some("DELETED"),
         _ => match (before, now) {
@@ -187,7 +178,7 @@ pub async fn serve(
                 .map(str::to_string);
             let opts = opts.clone();
             Some(crate::cache::WatchFilter {
-                matches: Arc::new(move |e: &Entry| matches(&opts, e)),
+                matches: Arc::new(move |e: &Entry| opts.matches(e)),
                 node_name,
             })
         };
@@ -216,7 +207,7 @@ pub async fn serve(
         };
         let mut last_rv = w.start_rev;
         for e in std::mem::take(&mut w.initial) {
-            if matches(&opts, &e) && !send(enc.event("ADDED", &e.raw.to_bytes())).await {
+            if opts.matches(&e) && !send(enc.event("ADDED", &e.raw)).await {
                 crate::metrics::watchers_dec(&def_for_metrics);
                 return;
             }

@@ -87,37 +87,26 @@ const WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(20
 /// A thread that `fdatasync`s the database file every [`WRITEBACK_EVERY`] while commits
 /// happen, so the pages non-durable commits wrote are on disk before the next durable
 /// checkpoint, whose own sync (taken with redb's write lock held) then finds little to do.
-/// It holds no lock of the store: writers never wait for it. Stops when dropped.
+/// It holds no lock of the store: writers never wait for it. Dropping this stops it (the
+/// channel it waits on disconnects).
 struct Writeback {
-    shared: std::sync::Arc<WritebackShared>,
-}
-
-#[derive(Default)]
-struct WritebackShared {
-    commits: AtomicU64,
-    stop: Mutex<bool>,
-    wake: parking_lot::Condvar,
+    commits: std::sync::Arc<AtomicU64>,
+    _stop: std::sync::mpsc::Sender<()>,
 }
 
 impl Writeback {
     fn start(path: PathBuf) -> Writeback {
-        let shared = std::sync::Arc::new(WritebackShared::default());
-        let s = shared.clone();
+        let commits = std::sync::Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let seen_commits = commits.clone();
         let spawned = std::thread::Builder::new()
             .name("store-writeback".into())
             .spawn(move || {
                 let mut seen = 0;
-                loop {
-                    {
-                        let mut stop = s.stop.lock();
-                        if !*stop {
-                            s.wake.wait_for(&mut stop, WRITEBACK_EVERY);
-                        }
-                        if *stop {
-                            return;
-                        }
-                    }
-                    let now = s.commits.load(Ordering::Acquire);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(WRITEBACK_EVERY)
+                {
+                    let now = seen_commits.load(Ordering::Acquire);
                     if now == seen {
                         continue;
                     }
@@ -125,12 +114,10 @@ impl Writeback {
                     // Any descriptor of the file flushes its pages; a read-only one suffices.
                     let t = std::time::Instant::now();
                     let r = std::fs::File::open(&path).and_then(|f| f.sync_data());
-                    tracing::debug!(
-                        took_us = t.elapsed().as_micros() as u64,
-                        "database write-back"
-                    );
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "background write-back of the database failed");
+                    let took_us = t.elapsed().as_micros() as u64;
+                    match r {
+                        Ok(()) => tracing::debug!(took_us, "database write-back"),
+                        Err(e) => tracing::debug!(error = %e, "database write-back failed"),
                     }
                 }
             });
@@ -138,18 +125,14 @@ impl Writeback {
             // Without it the store is correct, only checkpoints take longer.
             tracing::warn!(error = %e, "could not start the database write-back thread");
         }
-        Writeback { shared }
+        Writeback {
+            commits,
+            _stop: stop,
+        }
     }
 
     fn committed(&self) {
-        self.shared.commits.fetch_add(1, Ordering::Release);
-    }
-}
-
-impl Drop for Writeback {
-    fn drop(&mut self) {
-        *self.shared.stop.lock() = true;
-        self.shared.wake.notify_all();
+        self.commits.fetch_add(1, Ordering::Release);
     }
 }
 

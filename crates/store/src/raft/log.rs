@@ -400,9 +400,10 @@ impl Writer {
             }
             let t = std::time::Instant::now();
             let r = self.file.sync_data();
-            tracing::debug!(took_us = t.elapsed().as_micros() as u64, "wal fsync");
+            let took = t.elapsed();
+            tracing::debug!(took_us = took.as_micros() as u64, "wal fsync");
             if let Some(m) = &self.metrics {
-                m.observe_wal_fsync(t.elapsed());
+                m.observe_wal_fsync(took);
             }
             r
         })();
