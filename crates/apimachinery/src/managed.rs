@@ -327,16 +327,36 @@ pub fn update_managed_fields_with(
     new: &Value,
     opts: &UpdateOptions<'_>,
 ) -> Value {
+    let mut out = new.clone();
+    update_managed_fields_in_place(old, &mut out, opts);
+    out
+}
+
+/// [`update_managed_fields_with`] on `new` itself (no copy of the object).
+pub fn update_managed_fields_in_place(
+    old: Option<&Value>,
+    new: &mut Value,
+    opts: &UpdateOptions<'_>,
+) {
     if too_deep_any(old) || fieldpath::too_deep(new, MAX_DEPTH) {
-        let mut out = new.clone();
         let kept = old.and_then(|o| o.get("metadata")?.get("managedFields").cloned());
-        fields::set_on_object(&mut out, kept);
-        return out;
+        fields::set_on_object(new, kept);
+        return;
     }
     let api_version = opts.api_version;
-    let kind = opts
-        .kind
-        .unwrap_or_else(|| new.get("kind").and_then(Value::as_str).unwrap_or(""));
+    // Owned: `new` is changed below.
+    let kind_of_new;
+    let kind = match opts.kind {
+        Some(k) => k,
+        None => {
+            kind_of_new = new
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            &kind_of_new
+        }
+    };
     let default_lists = move |p: &[&str]| list_meta(api_version, kind, p);
     let default_reset;
     let reset = match opts.reset {
@@ -357,7 +377,7 @@ pub fn update_managed_fields_with(
         ignored: reset.clone(),
         now: opts.now,
     };
-    apply::update_object(&ctx, old, new, opts.manager, opts.operation)
+    apply::update_object(&ctx, old, new, opts.manager, opts.operation);
 }
 
 /// The field set of an object as an applier of it would own it (upstream `ToFieldSet`),

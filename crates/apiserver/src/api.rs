@@ -446,8 +446,9 @@ impl Api {
             }
             return Ok(obj);
         }
-        let stored = crate::convert::to_storage(def, obj.clone());
-        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        let stored = crate::convert::storage_form(def, &obj);
+        let bytes = serde_json::to_vec(&*stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        drop(stored);
         match self.store.create(&key, bytes).await.map_err(store_error)? {
             WriteOutcome::Ok(rev) => {
                 objects::set_rv(&mut obj, rev);
@@ -475,11 +476,11 @@ impl Api {
             objects::set_rv(&mut obj, expected_rev);
             return Ok(obj);
         }
-        let stored = crate::convert::to_storage(def, obj.clone());
+        let stored = crate::convert::storage_form(def, &obj);
         // A write that changes nothing (a repeated apply, an unchanged status) is not written,
         // like upstream (etcd3 store's byte comparison, and managedFields timestamps ignored):
         // the object and its resourceVersion stay, and no watch event goes out.
-        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&*stored).map_err(|e| ApiError::internal(e.to_string()))?;
         // The cached JSON differs from `bytes` only by `"resourceVersion":"<rv>",` when nothing
         // changed (managedFields times keep their length), so only a length in that window is
         // worth parsing: real changes rarely pay for the comparison.
@@ -493,6 +494,7 @@ impl Api {
             objects::set_rv(&mut out, expected_rev);
             return Ok(out);
         }
+        drop(stored);
         match self
             .store
             .update(&key, bytes, expected_rev)

@@ -2,9 +2,10 @@
 //! a bounded history of recent events. LIST (consistent or not) and WATCH are served from
 //! here; the store sees one watch and the writes.
 //!
-//! Objects are kept as the JSON bytes clients receive (resourceVersion already set), parsed
-//! once per write, plus the few attributes selectors need, so a LIST is a concatenation and an
-//! event is serialised once for every watcher.
+//! Objects are kept as the JSON bytes clients receive (resourceVersion already set) plus the
+//! few attributes selectors need, parsed once per write and only as far as those attributes
+//! (`crate::sparse`), so a LIST is a concatenation and an event is serialised once for every
+//! watcher.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +41,14 @@ pub struct Entry {
 impl Entry {
     /// Builds an entry from stored bytes; `None` for bytes that are not a JSON object.
     pub fn from_store(key: &str, value: &[u8], rv: i64) -> Option<Entry> {
+        // Most stored objects need only their selector attributes parsed (`sparse`).
+        let sparse = with_scratch(|buf| {
+            let obj = crate::sparse::parse(value, rv, buf)?;
+            Some((obj, Json::copy_from(buf)))
+        });
+        if let Some((obj, raw)) = sparse {
+            return Self::with_raw(key, &obj, raw, rv);
+        }
         let mut obj: Value = serde_json::from_slice(value).ok()?;
         Self::from_value(key, &mut obj, rv)
     }
@@ -49,6 +58,12 @@ impl Entry {
         let meta = obj.get_mut("metadata")?.as_object_mut()?;
         meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         let raw = exact_json(obj)?;
+        Self::with_raw(key, obj, raw, rv)
+    }
+
+    /// An entry of JSON `raw`, with the labels and selector attributes of `obj` (which needs
+    /// only those).
+    fn with_raw(key: &str, obj: &Value, raw: Json, rv: i64) -> Option<Entry> {
         let meta = obj.get("metadata")?;
         let mut labels: Vec<(Box<str>, Box<str>)> = meta
             .get("labels")
@@ -111,18 +126,25 @@ impl Entry {
 /// `Bytes` keeps a vector's whole capacity, so an 8.3 KB pod would otherwise hold 16 KB for as
 /// long as it is cached.
 fn exact_json(obj: &Value) -> Option<Json> {
+    with_scratch(|buf| {
+        serde_json::to_writer(&mut *buf, obj).ok()?;
+        Some(Json::copy_from(buf))
+    })
+}
+
+/// Runs `f` with this thread's cleared scratch buffer (dropped after holding over 1 MiB).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> Option<T>) -> Option<T> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SCRATCH.with(|scratch| {
         let mut buf = scratch.try_borrow_mut().ok()?;
         buf.clear();
-        serde_json::to_writer(&mut *buf, obj).ok()?;
-        let out = Json::copy_from(&buf);
+        let out = f(&mut buf);
         if buf.capacity() > 1 << 20 {
             *buf = Vec::new();
         }
-        Some(out)
+        out
     })
 }
 

@@ -38,12 +38,12 @@ fn rename(obj: Value, to_storage: bool, api_version: &str) -> Value {
     Value::Object(out)
 }
 
-/// The stored form of an object of `def`.
-pub fn to_storage(def: &ResourceDef, obj: Value) -> Value {
+/// The stored form of `obj`, borrowed when `def` stores its objects as they are served.
+pub fn storage_form<'a>(def: &ResourceDef, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
     if needs_conversion(def) {
-        rename(obj, true, "v1")
+        std::borrow::Cow::Owned(rename(obj.clone(), true, "v1"))
     } else {
-        obj
+        std::borrow::Cow::Borrowed(obj)
     }
 }
 
@@ -91,7 +91,7 @@ mod tests {
         let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
             "regarding": {"kind": "Pod", "name": "p"}, "note": "hi", "reason": "Scheduled",
             "reportingController": "kumo-scheduler", "reportingInstance": "s1", "eventTime": "2026-01-01T00:00:00.000000Z", "action": "Binding", "type": "Normal"});
-        let stored = to_storage(def, ev.clone());
+        let stored = storage_form(def, &ev).into_owned();
         assert_eq!(stored["apiVersion"], "v1");
         assert_eq!(stored["involvedObject"]["name"], "p");
         assert_eq!(stored["message"], "hi");

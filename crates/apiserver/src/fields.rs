@@ -57,6 +57,33 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Every path [`field_set`] reads, over all kinds: what a parse that keeps only the
+/// selectable attributes of an object must keep (`kind` included).
+pub const INPUTS: &[&str] = &[
+    "kind",
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "spec.unschedulable",
+    "spec.signerName",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+    "status.replicas",
+    "status.successful",
+    "involvedObject",
+    "regarding",
+    "reason",
+    "reportingComponent",
+    "reportingController",
+    "source.component",
+    "type",
+];
+
 /// Whether `field` can be used in a field selector on objects of `kind`.
 pub fn is_selectable(kind: &str, field: &str) -> bool {
     field == "metadata.name" || field == "metadata.namespace" || kind_fields(kind).contains(&field)
@@ -101,5 +128,35 @@ mod tests {
         assert!(f.contains(&("metadata.namespace", "d".into())));
         assert!(is_selectable("Pod", "spec.nodeName"));
         assert!(!is_selectable("Pod", "spec.foo"));
+    }
+
+    #[test]
+    fn inputs_cover_every_kind_s_fields() {
+        let covered = |path: &str| {
+            INPUTS
+                .iter()
+                .any(|i| path == *i || path.starts_with(&format!("{i}.")))
+        };
+        for kind in [
+            "Pod",
+            "Node",
+            "Event",
+            "Secret",
+            "Namespace",
+            "ReplicaSet",
+            "ReplicationController",
+            "Job",
+            "CertificateSigningRequest",
+        ] {
+            assert!(!kind_fields(kind).is_empty(), "{kind}");
+            for f in kind_fields(kind) {
+                let read = if kind == "Event" && *f == "source" {
+                    "source.component"
+                } else {
+                    f
+                };
+                assert!(covered(read), "{kind}: {read} is not in INPUTS");
+            }
+        }
     }
 }

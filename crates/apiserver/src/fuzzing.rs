@@ -16,7 +16,9 @@
 //!   handler checks on the result (`http::check_patched` under `Strict`, kind and identity) and
 //!   the update pipeline (defaulting, the update strategy, validation, managed fields);
 //! * **the URL side**: the bytes as a query string, label and field selectors, a request path,
-//!   an `Accept` header and a `continue` token.
+//!   an `Accept` header and a `continue` token;
+//! * **the watch cache's sparse parse** of the bytes as a stored object (`crate::sparse`):
+//!   when it takes them, its JSON and selector attributes equal the full parse's.
 //!
 //! Whatever the bytes, nothing may panic, and every refusal must be a client error (4xx: bad
 //! input is never a 500). Every object that would be stored must serialize to JSON that parses
@@ -54,6 +56,7 @@ struct Reached {
     applied: bool,
     patched_valid: bool,
     selector: bool,
+    cached: bool,
 }
 
 /// One live object to patch, as stored (with managed fields).
@@ -262,7 +265,35 @@ fn run(data: &[u8]) -> Reached {
         patch(target, kind, body, force, &mut r, data);
     }
     url_side(body, &mut r);
+    r.cached = cached(body, data);
     r
+}
+
+/// The watch cache's sparse parse of stored bytes agrees with the full parse: same JSON (the
+/// resourceVersion set), same selector attributes. Returns whether it took them.
+fn cached(body: &[u8], input: &[u8]) -> bool {
+    let mut out = Vec::new();
+    let Some(sparse) = crate::sparse::parse(body, 7, &mut out) else {
+        return false;
+    };
+    let mut full: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!("the sparse parse took JSON the full one refuses ({e}): {input:?}")
+    });
+    full["metadata"]["resourceVersion"] = json!("7");
+    let served: Value = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("the sparse parse wrote invalid JSON ({e}): {input:?}"));
+    assert_eq!(served, full, "sparse parse JSON of {input:?}");
+    assert_eq!(
+        crate::fields::field_set(&sparse),
+        crate::fields::field_set(&full),
+        "sparse parse attributes of {input:?}"
+    );
+    assert_eq!(
+        sparse["metadata"].get("labels"),
+        full["metadata"].get("labels"),
+        "sparse parse labels of {input:?}"
+    );
+    true
 }
 
 // ---- bodies ------------------------------------------------------------------------------------
@@ -926,6 +957,7 @@ mod tests {
             all.applied |= r.applied;
             all.patched_valid |= r.patched_valid;
             all.selector |= r.selector;
+            all.cached |= r.cached;
         }
         assert!(
             all.json
@@ -937,7 +969,8 @@ mod tests {
                 && all.smp_patched
                 && all.applied
                 && all.patched_valid
-                && all.selector,
+                && all.selector
+                && all.cached,
             "{all:?}"
         );
         for pb in protobuf_seeds() {
@@ -1020,7 +1053,7 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(30_000);
-        let mut totals = [0usize; 10];
+        let mut totals = [0usize; 11];
         for i in 0..n {
             let input = if rng.chance(10) {
                 let max = if rng.chance(90) { 64 } else { 2048 };
@@ -1043,6 +1076,7 @@ mod tests {
                 r.applied,
                 r.patched_valid,
                 r.selector,
+                r.cached,
             ];
             for (t, h) in totals.iter_mut().zip(hits) {
                 *t += usize::from(h);
@@ -1059,6 +1093,7 @@ mod tests {
             "server-side apply applied",
             "patched object valid",
             "selector parsed",
+            "sparse cache parse taken",
         ];
         let report: Vec<String> = names
             .iter()

@@ -616,14 +616,19 @@ async fn prepare(
     if managed {
         let now = objects::now_rfc3339();
         let m = manager(ctx);
-        *new = kumo_apimachinery::managed::update_managed_fields(
+        kumo_apimachinery::managed::update_managed_fields_in_place(
             old,
             new,
-            &m,
-            "Update",
-            &def.api_version(),
-            subresource,
-            &now,
+            &kumo_apimachinery::managed::UpdateOptions {
+                manager: &m,
+                operation: "Update",
+                api_version: &def.api_version(),
+                subresource,
+                kind: None,
+                now: &now,
+                lists: None,
+                reset: None,
+            },
         );
     }
     Ok(())

@@ -28,6 +28,7 @@ pub mod request;
 pub mod reviews;
 pub mod schema;
 pub mod server;
+pub mod sparse;
 pub mod storage;
 pub mod strategy;
 pub mod subresources;

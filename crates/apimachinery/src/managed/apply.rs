@@ -179,15 +179,18 @@ fn update(
     force: bool,
 ) -> Result<Comparison, Failure> {
     let cmp = compare(old, new, &ctx.schema).exclude(&ctx.ignored);
-    let changed = cmp.modified.union(&cmp.added);
     let mut conflicts: Vec<(ManagerId, FieldSet)> = Vec::new();
-    for (id, vs) in &managed.fields {
-        if id == workflow {
-            continue;
-        }
-        let c = vs.set.intersection(&changed);
-        if !c.is_empty() {
-            conflicts.push((id.clone(), c));
+    // A create (or an object only the workflow manages) has nobody to conflict with.
+    if managed.fields.keys().any(|id| id != workflow) {
+        let changed = cmp.modified.union(&cmp.added);
+        for (id, vs) in &managed.fields {
+            if id == workflow {
+                continue;
+            }
+            let c = vs.set.intersection(&changed);
+            if !c.is_empty() {
+                conflicts.push((id.clone(), c));
+            }
         }
     }
     if !force && !conflicts.is_empty() {
@@ -615,13 +618,13 @@ pub(crate) fn apply(
 pub(crate) fn update_object(
     ctx: &Ctx<'_>,
     old: Option<&Value>,
-    new: &Value,
+    out: &mut Value,
     manager: &str,
     operation: &str,
-) -> Value {
-    let mut out = new.clone();
+) {
+    let new = &*out;
     if !new.get("metadata").is_some_and(Value::is_object) {
-        return out;
+        return;
     }
     let from_old = || -> Managed { old.and_then(|o| fields::decode(o).ok()).unwrap_or_default() };
     let managed = if !ctx.subresource.is_empty() {
@@ -634,16 +637,16 @@ pub(crate) fn update_object(
             _ => from_old(),
         }
     };
-    fields::set_on_object(&mut out, None);
+    fields::set_on_object(out, None);
 
     // Skip-non-applied: an existing object nobody tracks stays untracked until applied to.
     let uid = old.map(|o| str_at(o, &["metadata", "uid"])).unwrap_or("");
     if managed.fields.is_empty() && !uid.is_empty() {
-        return out;
+        return;
     }
     let old_value = match old {
         Some(o) => without_managed_fields(o),
-        None => empty_object(ctx.api_version, ctx.kind, new),
+        None => empty_object(ctx.api_version, ctx.kind, out),
     };
     let mut managed = managed;
     let operation = if operation == OPERATION_APPLY {
@@ -651,7 +654,6 @@ pub(crate) fn update_object(
     } else {
         OPERATION_UPDATE
     };
-    chain_update(ctx, &old_value, &out, &mut managed, manager, operation);
-    fields::set_on_object(&mut out, fields::encode(&managed));
-    out
+    chain_update(ctx, &old_value, out, &mut managed, manager, operation);
+    fields::set_on_object(out, fields::encode(&managed));
 }
