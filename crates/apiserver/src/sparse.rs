@@ -3,8 +3,9 @@
 //! which selectors read a dozen short strings; building a full `Value` for each write (and
 //! writing it back out) was a tenth of the apiserver's CPU under a create load.
 //!
-//! Anything unusual (line breaks, a stored resourceVersion, a kept key given twice,
-//! escaped top-level keys) returns `None`, and the caller takes the full parse.
+//! Anything unusual (invalid UTF-8, line breaks, escaped surrogates, numbers with exponents,
+//! deep nesting, a stored resourceVersion, a kept key given twice, escaped top-level keys)
+//! returns `None`, and the caller takes the full parse.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,6 +16,16 @@ use serde_json::{Map, Value};
 /// Paths kept besides the selector inputs: the labels, and the resourceVersion (a stored one
 /// sends the object down the full parse).
 const KEEP: &[&str] = &["metadata.labels", "metadata.resourceVersion"];
+
+/// The paths kept: the selector inputs and [`KEEP`].
+static PATHS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut paths: Vec<&str> = crate::fields::inputs()
+        .chain(KEEP.iter().copied())
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    paths
+});
 
 /// Nesting beyond this takes the full parse (serde_json refuses beyond 128 levels).
 const MAX_DEPTH: usize = 100;
@@ -28,9 +39,8 @@ pub fn parse(value: &[u8], rv: i64, out: &mut Vec<u8>) -> Option<Value> {
         return None;
     }
     let at = metadata_offset(value)?;
-    let paths: Vec<&str> = crate::fields::INPUTS.iter().chain(KEEP).copied().collect();
     let mut de = serde_json::Deserializer::from_str(text);
-    let obj = Keep { paths: &paths }.deserialize(&mut de).ok()?;
+    let obj = Keep { paths: &PATHS }.deserialize(&mut de).ok()?;
     de.end().ok()?;
     let meta = obj.get("metadata")?.as_object()?;
     if meta.contains_key("resourceVersion") {
