@@ -238,8 +238,8 @@ fn structured_update(
         .remove(id)
         .map(|vs| vs.set)
         .unwrap_or_default();
-    set.union_in_place(&cmp.modified);
-    set.union_in_place(&cmp.added);
+    set.absorb(cmp.modified);
+    set.absorb(cmp.added);
     set.subtract(&cmp.removed);
     set.subtract_recursive(&ctx.ignored);
     if set.is_empty() {
@@ -277,8 +277,8 @@ fn chain_update(
     strip_meta(managed, &current);
     if let Some(vs) = managed.fields.remove(&current) {
         let mut set = vs.set;
-        if let Some(previous) = managed.fields.get(&id) {
-            set.union_in_place(&previous.set);
+        if let Some(previous) = managed.fields.remove(&id) {
+            set.absorb(previous.set);
         }
         managed.fields.insert(
             id.clone(),
@@ -644,9 +644,14 @@ pub(crate) fn update_object(
     if managed.fields.is_empty() && !uid.is_empty() {
         return;
     }
+    // The comparison leaves `metadata.managedFields` out, so `old` is compared as it is.
+    let empty;
     let old_value = match old {
-        Some(o) => without_managed_fields(o),
-        None => empty_object(ctx.api_version, ctx.kind, out),
+        Some(o) => o,
+        None => {
+            empty = empty_object(ctx.api_version, ctx.kind, out);
+            &empty
+        }
     };
     let mut managed = managed;
     let operation = if operation == OPERATION_APPLY {
@@ -654,6 +659,6 @@ pub(crate) fn update_object(
     } else {
         OPERATION_UPDATE
     };
-    chain_update(ctx, &old_value, out, &mut managed, manager, operation);
+    chain_update(ctx, old_value, out, &mut managed, manager, operation);
     fields::set_on_object(out, fields::encode(&managed));
 }

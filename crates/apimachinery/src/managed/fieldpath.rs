@@ -39,7 +39,12 @@ impl PathElement {
     /// The `fieldsV1` key of this element: `f:name`, `k:{"name":"x"}`, `v:"x"`, `i:0`.
     pub fn to_fields_v1_key(&self) -> String {
         match self {
-            PathElement::Field(name) => format!("f:{name}"),
+            PathElement::Field(name) => {
+                let mut out = String::with_capacity(name.len() + 2);
+                out.push_str("f:");
+                out.push_str(name);
+                out
+            }
             PathElement::Key(fields) => {
                 let mut out = String::from("k:{");
                 for (i, (name, value)) in fields.iter().enumerate() {
@@ -207,6 +212,44 @@ impl FieldSet {
         }
         if !node.members.contains(last) {
             node.members.insert(last.clone());
+        }
+    }
+
+    /// Adds a path of one element.
+    pub(crate) fn insert_member(&mut self, pe: PathElement) {
+        self.members.insert(pe);
+    }
+
+    /// Adds `set`'s paths under `pe` (nothing when `set` is empty).
+    pub(crate) fn attach_child(&mut self, pe: &PathElement, set: FieldSet) {
+        if set.is_empty() {
+            return;
+        }
+        match self.children.get_mut(pe) {
+            Some(mine) => mine.absorb(set),
+            None => {
+                self.children.insert(pe.clone(), set);
+            }
+        }
+    }
+
+    /// [`FieldSet::union_in_place`] taking `other` by value: its elements move instead of
+    /// being copied.
+    pub fn absorb(&mut self, other: FieldSet) {
+        if self.members.is_empty() && self.children.is_empty() {
+            *self = other;
+            return;
+        }
+        self.members.extend(other.members);
+        for (pe, c) in other.children {
+            match self.children.get_mut(&pe) {
+                Some(mine) => mine.absorb(c),
+                None => {
+                    if !c.is_empty() {
+                        self.children.insert(pe, c);
+                    }
+                }
+            }
         }
     }
 

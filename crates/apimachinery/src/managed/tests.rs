@@ -1472,3 +1472,38 @@ fn apply_output_round_trips_through_its_own_managed_fields() {
         assert_eq!(FieldSet::parse_fields_v1(&text).expect("parse"), e.fields);
     }
 }
+
+/// The comparison behind every update leaves `metadata.managedFields` out on both sides, as
+/// upstream compares objects with their managed fields stripped: metadata holding only
+/// managed fields is an empty map.
+#[test]
+fn compare_leaves_managed_fields_out() {
+    let schema = typed::Schema {
+        lists: &lists,
+        builtin: true,
+    };
+    let mf = json!([{"manager": "m", "operation": "Update", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:a": {}}}}]);
+    let paths = |s: &FieldSet| -> Vec<String> { s.paths().iter().map(|p| p.to_string()).collect() };
+
+    let old = json!({"metadata": {"name": "x", "managedFields": mf}, "spec": {"a": 1}});
+    let new = json!({"metadata": {"name": "x"}, "spec": {"a": 2}});
+    let c = typed::compare(&old, &new, &schema);
+    assert_eq!(paths(&c.modified), [".spec.a"]);
+    assert!(c.added.is_empty() && c.removed.is_empty());
+
+    // `{}` against metadata with only managed fields: equal empty maps.
+    let c = typed::compare(
+        &json!({"metadata": {}}),
+        &json!({"metadata": {"managedFields": mf}}),
+        &schema,
+    );
+    assert!(c.added.is_empty() && c.removed.is_empty() && c.modified.is_empty());
+    // `null` against it: the leaf changed, as `null` against `{}` does.
+    let c = typed::compare(
+        &json!({"metadata": null}),
+        &json!({"metadata": {"managedFields": mf}}),
+        &schema,
+    );
+    assert_eq!(paths(&c.modified), [".metadata"]);
+}

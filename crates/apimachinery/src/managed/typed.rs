@@ -293,35 +293,79 @@ impl Comparison {
 }
 
 /// Upstream `TypedValue.Compare`: leaves added, removed or modified, plus the paths of maps
-/// and list items that appear or disappear as a whole.
+/// and list items that appear or disappear as a whole. `metadata.managedFields` is left out
+/// on both sides (upstream compares objects with their managed fields stripped).
+///
+/// The sets are built bottom-up: each level's comparison is made relative to the level and
+/// hung under its path element, so no path is walked from the root again per leaf.
 pub(crate) fn compare(lhs: &Value, rhs: &Value, schema: &Schema<'_>) -> Comparison {
     let mut c = Comparison::default();
-    let mut w = Walk::new(schema);
-    cmp_node(Some(lhs), Some(rhs), &mut w, &mut c);
+    let mut names = Vec::new();
+    let (l, r) = (Some(lhs), Some(rhs));
+    // The root has no path element: only its contents count.
+    match (shape_of(l), shape_of(r)) {
+        (Some(a), Some(b)) if a != b => {
+            cmp_contents_one_side(l, true, schema, &mut names, &mut c);
+            cmp_contents_one_side(r, false, schema, &mut names, &mut c);
+        }
+        (Some(Shape::Map), _) | (None, Some(Shape::Map)) => {
+            cmp_map_contents(lhs.as_object(), rhs.as_object(), schema, &mut names, &mut c);
+        }
+        (Some(Shape::List), _) | (None, Some(Shape::List)) => {
+            let kind = schema.list_kind(&names);
+            if kind != ListKind::Atomic {
+                cmp_list_contents(
+                    lhs.as_array(),
+                    rhs.as_array(),
+                    &kind,
+                    schema,
+                    &mut names,
+                    &mut c,
+                );
+            }
+        }
+        _ => {}
+    }
     c
 }
 
-fn cmp_leaf(l: Option<&Value>, r: Option<&Value>, path: &[PathElement], c: &mut Comparison) {
+fn cmp_leaf(l: Option<&Value>, r: Option<&Value>, pe: PathElement, c: &mut Comparison) {
     match (l, r) {
         (None, None) => {}
-        (None, Some(_)) => c.added.insert(path),
-        (Some(_), None) => c.removed.insert(path),
+        (None, Some(_)) => c.added.insert_member(pe),
+        (Some(_), None) => c.removed.insert_member(pe),
         (Some(a), Some(b)) => {
             if !values_equal(a, b) {
-                c.modified.insert(path);
+                c.modified.insert_member(pe);
             }
         }
     }
 }
 
+impl Comparison {
+    /// Hangs `sub` (a comparison relative to `pe`) under `pe`.
+    fn attach(&mut self, pe: &PathElement, sub: Comparison) {
+        self.removed.attach_child(pe, sub.removed);
+        self.modified.attach_child(pe, sub.modified);
+        self.added.attach_child(pe, sub.added);
+    }
+}
+
+/// Compares the node at `pe` (a child of the level `c` is relative to); `names` is the
+/// field-name path of the level.
 fn cmp_node<'a>(
+    pe: PathElement,
     l: Option<&'a Value>,
     r: Option<&'a Value>,
-    w: &mut Walk<'_, 'a>,
+    schema: &Schema<'_>,
+    names: &mut Vec<&'a str>,
     c: &mut Comparison,
 ) {
-    if l.is_none() && r.is_none() {
-        return;
+    match (l, r) {
+        (None, None) => return,
+        // Equal values (strictly: `values_equal` may call more of them equal) hold no change.
+        (Some(a), Some(b)) if a == b => return,
+        _ => {}
     }
     let ls = shape_of(l);
     let rs = shape_of(r);
@@ -329,111 +373,150 @@ fn cmp_node<'a>(
         (Some(a), Some(b)) if a != b => {
             // Type change: the leaf changed, the old container's contents went away and
             // the new container's contents arrived.
-            c.modified.insert(&w.path);
-            cmp_contents_one_side(l, true, w, c);
-            cmp_contents_one_side(r, false, w, c);
+            let mut sub = Comparison::default();
+            cmp_contents_one_side(l, true, schema, names, &mut sub);
+            cmp_contents_one_side(r, false, schema, names, &mut sub);
+            c.attach(&pe, sub);
+            c.modified.insert_member(pe);
             return;
         }
         (Some(a), _) | (None, Some(a)) => a,
         (None, None) => Shape::Leaf,
     };
-    let in_leaf = match shape {
-        Shape::Leaf => {
-            cmp_leaf(l, r, &w.path, c);
-            true
-        }
+    let mut sub = Comparison::default();
+    match shape {
+        Shape::Leaf => return cmp_leaf(l, r, pe, c),
         Shape::Map => {
             let lm = l.and_then(Value::as_object);
             let rm = r.and_then(Value::as_object);
-            let empty = lm.is_none_or(Map::is_empty) && rm.is_none_or(Map::is_empty);
-            if empty || w.schema.atomic_map(&w.names) {
-                cmp_leaf(l, r, &w.path, c);
-                true
-            } else {
-                let keys = union_keys(lm, rm);
-                for k in keys {
-                    w.names.push(k);
-                    w.path.push(PathElement::Field(k.to_string()));
-                    cmp_node(lm.and_then(|m| m.get(k)), rm.and_then(|m| m.get(k)), w, c);
-                    w.path.pop();
-                    w.names.pop();
-                }
-                false
+            let metadata = names.len() == 1 && names[0] == "metadata";
+            let bare = |m: Option<&Map<String, Value>>| {
+                m.is_none_or(|m| m.iter().all(|(k, _)| metadata && k == "managedFields"))
+            };
+            if bare(lm) && bare(rm) {
+                // Empty maps (`metadata` with nothing but managed fields counts as empty).
+                let empty = Value::Object(Map::new());
+                let strip = |v: Option<&'a Value>| {
+                    if v.is_some_and(Value::is_object) {
+                        Some(&empty)
+                    } else {
+                        v
+                    }
+                };
+                return cmp_leaf(strip(l), strip(r), pe, c);
             }
+            if schema.atomic_map(names) {
+                return cmp_leaf(l, r, pe, c);
+            }
+            cmp_map_contents(lm, rm, schema, names, &mut sub);
         }
         Shape::List => {
             let ll = l.and_then(Value::as_array);
             let rl = r.and_then(Value::as_array);
             let empty = ll.is_none_or(Vec::is_empty) && rl.is_none_or(Vec::is_empty);
-            let kind = w.schema.list_kind(&w.names);
+            let kind = schema.list_kind(names);
             if empty || kind == ListKind::Atomic {
-                cmp_leaf(l, r, &w.path, c);
-                true
-            } else {
-                let lidx = index_items(ll, &kind, w.schema);
-                let ridx = index_items(rl, &kind, w.schema);
-                for (pe, rv) in &ridx.order {
-                    let lv = lidx.first.get(pe).copied();
-                    w.path.push(pe.clone());
-                    cmp_node(lv, Some(rv), w, c);
-                    w.path.pop();
-                }
-                for (pe, lv) in &lidx.order {
-                    if ridx.first.contains_key(pe) {
-                        continue;
-                    }
-                    w.path.push(pe.clone());
-                    cmp_node(Some(lv), None, w, c);
-                    w.path.pop();
-                }
-                false
+                return cmp_leaf(l, r, pe, c);
             }
+            cmp_list_contents(ll, rl, &kind, schema, names, &mut sub);
         }
-    };
-    if !in_leaf && !w.path.is_empty() {
-        if l.is_none() {
-            c.added.insert(&w.path);
-        } else if r.is_none() {
-            c.removed.insert(&w.path);
-        }
+    }
+    c.attach(&pe, sub);
+    if l.is_none() {
+        c.added.insert_member(pe);
+    } else if r.is_none() {
+        c.removed.insert_member(pe);
     }
 }
 
-/// The contents of a container present on one side only, as removed (`lhs`) or added.
+/// The fields of two maps at `names`, into `c` (relative to the map).
+fn cmp_map_contents<'a>(
+    lm: Option<&'a Map<String, Value>>,
+    rm: Option<&'a Map<String, Value>>,
+    schema: &Schema<'_>,
+    names: &mut Vec<&'a str>,
+    c: &mut Comparison,
+) {
+    let skip_managed = names.len() == 1 && names[0] == "metadata";
+    for k in union_keys(lm, rm) {
+        if skip_managed && k == "managedFields" {
+            continue;
+        }
+        names.push(k);
+        let pe = PathElement::Field(k.to_string());
+        cmp_node(
+            pe,
+            lm.and_then(|m| m.get(k)),
+            rm.and_then(|m| m.get(k)),
+            schema,
+            names,
+            c,
+        );
+        names.pop();
+    }
+}
+
+/// The items of two granular lists at `names`, into `c` (relative to the list).
+fn cmp_list_contents<'a>(
+    ll: Option<&'a Vec<Value>>,
+    rl: Option<&'a Vec<Value>>,
+    kind: &ListKind,
+    schema: &Schema<'_>,
+    names: &mut Vec<&'a str>,
+    c: &mut Comparison,
+) {
+    let lidx = index_items(ll, kind, schema);
+    let ridx = index_items(rl, kind, schema);
+    for (pe, rv) in ridx.order {
+        let lv = lidx.first.get(&pe).copied();
+        cmp_node(pe, lv, Some(rv), schema, names, c);
+    }
+    for (pe, lv) in lidx.order {
+        if ridx.first.contains_key(&pe) {
+            continue;
+        }
+        cmp_node(pe, Some(lv), None, schema, names, c);
+    }
+}
+
+/// The contents of a container present on one side only, as removed (`lhs`) or added, into
+/// `c` (relative to the container).
 fn cmp_contents_one_side<'a>(
     v: Option<&'a Value>,
     lhs: bool,
-    w: &mut Walk<'_, 'a>,
+    schema: &Schema<'_>,
+    names: &mut Vec<&'a str>,
     c: &mut Comparison,
 ) {
     match v {
-        Some(Value::Object(m)) if !m.is_empty() && !w.schema.atomic_map(&w.names) => {
+        Some(Value::Object(m)) if !m.is_empty() && !schema.atomic_map(names) => {
+            let skip_managed = names.len() == 1 && names[0] == "metadata";
             for (k, child) in m {
-                w.names.push(k);
-                w.path.push(PathElement::Field(k.clone()));
-                if lhs {
-                    cmp_node(Some(child), None, w, c);
-                } else {
-                    cmp_node(None, Some(child), w, c);
+                if skip_managed && k == "managedFields" {
+                    continue;
                 }
-                w.path.pop();
-                w.names.pop();
+                names.push(k);
+                let pe = PathElement::Field(k.clone());
+                if lhs {
+                    cmp_node(pe, Some(child), None, schema, names, c);
+                } else {
+                    cmp_node(pe, None, Some(child), schema, names, c);
+                }
+                names.pop();
             }
         }
         Some(Value::Array(items)) if !items.is_empty() => {
-            let kind = w.schema.list_kind(&w.names);
+            let kind = schema.list_kind(names);
             if kind == ListKind::Atomic {
                 return;
             }
-            let idx = index_items(Some(items), &kind, w.schema);
-            for (pe, item) in &idx.order {
-                w.path.push(pe.clone());
+            let idx = index_items(Some(items), &kind, schema);
+            for (pe, item) in idx.order {
                 if lhs {
-                    cmp_node(Some(item), None, w, c);
+                    cmp_node(pe, Some(item), None, schema, names, c);
                 } else {
-                    cmp_node(None, Some(item), w, c);
+                    cmp_node(pe, None, Some(item), schema, names, c);
                 }
-                w.path.pop();
             }
         }
         _ => {}
@@ -444,15 +527,16 @@ fn union_keys<'a>(
     l: Option<&'a Map<String, Value>>,
     r: Option<&'a Map<String, Value>>,
 ) -> Vec<&'a str> {
-    let mut keys: Vec<&'a str> = Vec::new();
-    let mut seen: BTreeSet<&'a str> = BTreeSet::new();
-    for m in [l, r].into_iter().flatten() {
-        for k in m.keys() {
-            if seen.insert(k.as_str()) {
-                keys.push(k.as_str());
-            }
-        }
-    }
+    let (Some(l), Some(r)) = (l, r) else {
+        return l
+            .or(r)
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+    };
+    let mut keys: Vec<&'a str> = l.keys().map(String::as_str).collect();
+    keys.extend(r.keys().filter(|k| !l.contains_key(*k)).map(String::as_str));
     keys
 }
 
