@@ -332,7 +332,14 @@ fn create(t: &Target, mut obj: Value, body: &[u8], ct: &str, input: &[u8]) -> bo
         return false;
     }
     let duplicates = if ct == "application/json" {
-        kumo_registry::validate::duplicate_fields(body)
+        let two_pass = kumo_registry::validate::duplicate_fields(body);
+        // The server decodes and finds repeated keys in one pass: it must agree with both.
+        let (one_pass, one_pass_dups) = kumo_registry::validate::parse_json_with_duplicates(body)
+            .unwrap_or_else(|e| panic!("the one-pass decode refused JSON ({e}): {input:?}"));
+        let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        assert_eq!(one_pass, parsed, "one-pass decode of {input:?}");
+        assert_eq!(one_pass_dups, two_pass, "one-pass duplicates of {input:?}");
+        two_pass
     } else {
         Vec::new()
     };

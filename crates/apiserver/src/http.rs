@@ -76,9 +76,7 @@ pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> Result<Value, A
         .unwrap_or_default();
     let v: Value = match media.as_str() {
         // The Python client sends creates without a Content-Type.
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-        })?,
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(json_error)?,
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body)?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             serde_saphyr::from_slice(body)
@@ -87,11 +85,26 @@ pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> Result<Value, A
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "couldn't get version/kind; json parse error: expected an object",
-        ));
+        return Err(not_an_object());
     }
     Ok(v)
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::bad_request("couldn't get version/kind; json parse error: expected an object")
+}
+
+/// Whether a body of this Content-Type is decoded as JSON.
+fn is_json(content_type: Option<&str>) -> bool {
+    let media = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(media.as_str(), "" | "application/json" | "*/*")
 }
 
 /// Dispatches one request.
@@ -363,8 +376,8 @@ where
         }
         ("create", None, None) => {
             let raw = read_body(body).await?;
-            let obj = decode_object(ctx.content_type.as_deref(), &raw)?;
-            ctx.duplicates = json_duplicates(ctx.content_type.as_deref(), &raw);
+            let (obj, duplicates) = decode_checked(ctx.content_type.as_deref(), &raw)?;
+            ctx.duplicates = duplicates;
             if kumo_registry::resource::is_virtual(&def) {
                 return crate::reviews::create(ctx, &def, ns, obj).await;
             }
@@ -382,8 +395,8 @@ where
         }
         ("update", Some(name), s) => {
             let raw = read_body(body).await?;
-            let obj = decode_object(ctx.content_type.as_deref(), &raw)?;
-            ctx.duplicates = json_duplicates(ctx.content_type.as_deref(), &raw);
+            let (obj, duplicates) = decode_checked(ctx.content_type.as_deref(), &raw)?;
+            ctx.duplicates = duplicates;
             let (out, created) = update(ctx, &def, ns, name, obj, s).await?;
             written(ctx, &def, s, out, created)
         }
@@ -1049,18 +1062,21 @@ pub(crate) fn check_patched(
     )))
 }
 
-/// Keys repeated within one object of a JSON request body (YAML and protobuf bodies are not
-/// checked).
-fn json_duplicates(content_type: Option<&str>, raw: &[u8]) -> Vec<String> {
-    let media = content_type
-        .and_then(|c| c.split(';').next())
-        .map(|c| c.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    if matches!(media.as_str(), "" | "application/json" | "*/*") {
-        kumo_registry::validate::duplicate_fields(raw)
-    } else {
-        Vec::new()
+/// [`decode_object`] plus the keys repeated within one object of a JSON body, found in the
+/// same pass (YAML and protobuf bodies are not checked).
+fn decode_checked(
+    content_type: Option<&str>,
+    raw: &[u8],
+) -> Result<(Value, Vec<String>), ApiError> {
+    if !is_json(content_type) {
+        return Ok((decode_object(content_type, raw)?, Vec::new()));
     }
+    let (v, duplicates) =
+        kumo_registry::validate::parse_json_with_duplicates(raw).map_err(json_error)?;
+    if !v.is_object() {
+        return Err(not_an_object());
+    }
+    Ok((v, duplicates))
 }
 
 /// The causes of upstream's `ValidateFieldManager` / `ValidateDryRun` /

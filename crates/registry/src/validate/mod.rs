@@ -154,6 +154,23 @@ pub fn duplicate_fields(raw: &[u8]) -> Vec<String> {
     out
 }
 
+/// Parses a JSON request body and finds its repeated keys in the same pass: the value
+/// `serde_json::from_slice` gives (a repeated key keeps its last value) and what
+/// [`duplicate_fields`] reports.
+pub fn parse_json_with_duplicates(raw: &[u8]) -> Result<(Value, Vec<String>), serde_json::Error> {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let v = serde::de::DeserializeSeed::deserialize(
+        dup::Build {
+            path: &dup::Seg::Root,
+            out: &mut out,
+        },
+        &mut de,
+    )?;
+    de.end()?;
+    Ok((v, out))
+}
+
 /// `duplicate field "x"` messages.
 pub fn duplicate_field_warnings(duplicates: &[String]) -> Vec<String> {
     duplicates
@@ -243,6 +260,83 @@ mod dup {
         }
         fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
             Ok(Cow::Owned(v))
+        }
+    }
+
+    /// [`Scan`] that also builds the value.
+    pub(super) struct Build<'a> {
+        pub path: &'a Seg<'a>,
+        pub out: &'a mut Vec<String>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Build<'_> {
+        type Value = serde_json::Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Build<'_> {
+        type Value = serde_json::Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any valid JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            // As serde_json's own `Value` visitor.
+            Ok(serde_json::Number::from_f64(v)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::String(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            loop {
+                let here = Seg::Index(self.path, items.len());
+                let child = Build {
+                    path: &here,
+                    out: &mut *self.out,
+                };
+                match seq.next_element_seed(child)? {
+                    Some(v) => items.push(v),
+                    None => return Ok(serde_json::Value::Array(items)),
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut m = serde_json::Map::new();
+            while let Some(key) = map.next_key_seed(Key)? {
+                let here = Seg::Key(self.path, &key);
+                if m.contains_key(key.as_ref()) {
+                    let mut path = String::new();
+                    here.render(&mut path);
+                    self.out.push(path);
+                }
+                let v = map.next_value_seed(Build {
+                    path: &here,
+                    out: &mut *self.out,
+                })?;
+                m.insert(key.into_owned(), v);
+            }
+            Ok(serde_json::Value::Object(m))
         }
     }
 

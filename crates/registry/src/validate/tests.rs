@@ -638,3 +638,31 @@ fn duplicate_fields_in_raw_bodies() {
     assert!(duplicate_fields(b"{\"a\": [1, {\"b\": 1}").is_empty());
     assert!(duplicate_fields(b"not json").is_empty());
 }
+
+#[test]
+fn one_pass_decode_matches_parse_and_scan() {
+    let bodies: [&[u8]; 6] = [
+        br#"{"metadata": {"name": "a", "name": "b"}, "spec": {"containers": [{"name": "c", "image": "x", "image": "y"}]}, "spec2": 1, "spec2": 2}"#,
+        br#"{"a": [1, -2, 3.5, 1e300, 18446744073709551616, "\u00e9\ud83d\ude00", null, true], "b": {}}"#,
+        br#"{"k\"ey": 1, "k\u0022ey": 2}"#,
+        b"  {\"a\": 1}  ",
+        b"[1, 2]",
+        b"\"s\"",
+    ];
+    for raw in bodies {
+        let (v, dups) = parse_json_with_duplicates(raw).expect("valid JSON");
+        assert_eq!(v, serde_json::from_slice::<Value>(raw).expect("valid JSON"));
+        assert_eq!(dups, duplicate_fields(raw));
+    }
+    for bad in [
+        &b"{\"a\": 1} x"[..],
+        b"{\"a\": [1, {\"b\": 1}",
+        b"not json",
+        b"",
+        b"[1e400]",
+    ] {
+        let ours = parse_json_with_duplicates(bad).expect_err("invalid JSON");
+        let theirs = serde_json::from_slice::<Value>(bad).expect_err("invalid JSON");
+        assert_eq!(ours.to_string(), theirs.to_string());
+    }
+}
