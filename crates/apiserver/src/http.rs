@@ -65,16 +65,7 @@ where
 
 /// Decodes a JSON or YAML body into an object.
 pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    let v: Value = match media.as_str() {
+    let v: Value = match media_type(content_type).as_str() {
         // The Python client sends creates without a Content-Type.
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(json_error)?,
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body)?,
@@ -98,13 +89,20 @@ fn not_an_object() -> ApiError {
     ApiError::bad_request("couldn't get version/kind; json parse error: expected an object")
 }
 
-/// Whether a body of this Content-Type is decoded as JSON.
-fn is_json(content_type: Option<&str>) -> bool {
-    let media = content_type
+/// A Content-Type without its parameters, lower-cased (`""` when absent).
+fn media_type(content_type: Option<&str>) -> String {
+    content_type
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    matches!(media.as_str(), "" | "application/json" | "*/*")
+        .unwrap_or_default()
+}
+
+/// Whether a body of this Content-Type is decoded as JSON.
+fn is_json(content_type: Option<&str>) -> bool {
+    matches!(
+        media_type(content_type).as_str(),
+        "" | "application/json" | "*/*"
+    )
 }
 
 /// Dispatches one request.
@@ -802,17 +800,7 @@ pub async fn patch(
     sub: Option<&str>,
     raw: &[u8],
 ) -> Result<(Value, bool), ApiError> {
-    let ct = ctx
-        .content_type
-        .clone()
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let ct = media_type(ctx.content_type.as_deref());
     let kind = match ct.as_str() {
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,

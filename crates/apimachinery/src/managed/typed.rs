@@ -389,9 +389,8 @@ fn cmp_node<'a>(
         Shape::Map => {
             let lm = l.and_then(Value::as_object);
             let rm = r.and_then(Value::as_object);
-            let metadata = names.len() == 1 && names[0] == "metadata";
             let bare = |m: Option<&Map<String, Value>>| {
-                m.is_none_or(|m| m.iter().all(|(k, _)| metadata && k == "managedFields"))
+                m.is_none_or(|m| m.keys().all(|k| left_out(names, k)))
             };
             if bare(lm) && bare(rm) {
                 // Empty maps (`metadata` with nothing but managed fields counts as empty).
@@ -429,6 +428,12 @@ fn cmp_node<'a>(
     }
 }
 
+/// Whether the field `key` of the map at `names` is `metadata.managedFields`, which the
+/// comparison leaves out.
+fn left_out(names: &[&str], key: &str) -> bool {
+    key == "managedFields" && names == ["metadata"]
+}
+
 /// The fields of two maps at `names`, into `c` (relative to the map).
 fn cmp_map_contents<'a>(
     lm: Option<&'a Map<String, Value>>,
@@ -437,9 +442,8 @@ fn cmp_map_contents<'a>(
     names: &mut Vec<&'a str>,
     c: &mut Comparison,
 ) {
-    let skip_managed = names.len() == 1 && names[0] == "metadata";
     for k in union_keys(lm, rm) {
-        if skip_managed && k == "managedFields" {
+        if left_out(names, k) {
             continue;
         }
         names.push(k);
@@ -490,9 +494,8 @@ fn cmp_contents_one_side<'a>(
 ) {
     match v {
         Some(Value::Object(m)) if !m.is_empty() && !schema.atomic_map(names) => {
-            let skip_managed = names.len() == 1 && names[0] == "metadata";
             for (k, child) in m {
-                if skip_managed && k == "managedFields" {
+                if left_out(names, k) {
                     continue;
                 }
                 names.push(k);
