@@ -119,13 +119,68 @@ enum Cmd {
     },
     Purge {
         upto: u64,
+        /// The purged entries, dropped off the Raft core's path.
+        dropped: BTreeMap<u64, Entry>,
     },
 }
 
-struct Shared {
+/// What the purger thread does for one purge: record the purge point, then remove the
+/// segments wholly before it.
+struct PurgeJob {
+    files: Vec<PathBuf>,
+    dropped: BTreeMap<u64, Entry>,
+}
+
+/// The vote and purge point, and the file they are rewritten to atomically.
+struct MetaFile {
     dir: PathBuf,
-    cache: RwLock<BTreeMap<u64, Entry>>,
     meta: Mutex<Meta>,
+    /// One rewrite at a time (the vote from the Raft core, the purge point from the purger),
+    /// each writing the latest of both.
+    persist: Mutex<()>,
+}
+
+impl MetaFile {
+    fn persist(&self) -> std::io::Result<()> {
+        let _one = self.persist.lock();
+        let meta = self.meta.lock().clone();
+        let tmp = self.dir.join(format!("{META_FILE}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&meta).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(META_FILE))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Runs purge jobs until the writer (their only sender) stops. The purge point is on disk
+    /// before any segment goes: a crash in between leaves segments whose entries `open` skips,
+    /// never a gap. A crash before it leaves entries the purge would have dropped, which is
+    /// harmless: the state machine has them durably.
+    fn purger(&self, jobs: mpsc::Receiver<PurgeJob>) {
+        while let Ok(job) = jobs.recv() {
+            let t = std::time::Instant::now();
+            let r = self.persist().and_then(|()| {
+                for f in &job.files {
+                    std::fs::remove_file(f)?;
+                }
+                Ok(())
+            });
+            drop(job.dropped);
+            match r {
+                Ok(()) => tracing::debug!(
+                    segments = job.files.len(),
+                    took_us = t.elapsed().as_micros() as u64,
+                    "raft log purged"
+                ),
+                Err(e) => tracing::error!(error = %e, "purging raft log segments failed"),
+            }
+        }
+    }
+}
+
+struct Shared {
+    cache: RwLock<BTreeMap<u64, Entry>>,
+    meta: Arc<MetaFile>,
     tx: Mutex<mpsc::Sender<Cmd>>,
 }
 
@@ -138,7 +193,7 @@ pub struct LogStore {
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore")
-            .field("dir", &self.shared.dir)
+            .field("dir", &self.shared.meta.dir)
             .finish()
     }
 }
@@ -160,6 +215,8 @@ struct Writer {
     offsets: BTreeMap<u64, (u64, u64)>,
     next_index: u64,
     metrics: Option<crate::metrics::Metrics>,
+    /// Where purges go to be done off the write path.
+    purger: mpsc::Sender<PurgeJob>,
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -269,6 +326,7 @@ impl LogStore {
         let file = OpenOptions::new().write(true).open(&last)?;
         let allocated = file.metadata()?.len();
         let size = records_end.min(allocated);
+        let (to_purger, purges) = mpsc::channel();
         let writer = Writer {
             dir: dir.to_path_buf(),
             segments,
@@ -278,16 +336,25 @@ impl LogStore {
             offsets,
             next_index,
             metrics,
+            purger: to_purger,
         };
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("raft-wal".into())
             .spawn(move || writer.run(rx))?;
+        let meta = Arc::new(MetaFile {
+            dir: dir.to_path_buf(),
+            meta: Mutex::new(meta),
+            persist: Mutex::new(()),
+        });
+        let purger_meta = meta.clone();
+        std::thread::Builder::new()
+            .name("raft-purge".into())
+            .spawn(move || purger_meta.purger(purges))?;
         Ok(LogStore {
             shared: Arc::new(Shared {
-                dir: dir.to_path_buf(),
                 cache: RwLock::new(cache),
-                meta: Mutex::new(meta),
+                meta,
                 tx: Mutex::new(tx),
             }),
         })
@@ -301,16 +368,6 @@ impl LogStore {
                 "raft log writer stopped",
             )
         })
-    }
-
-    fn save_meta(&self, meta: &Meta) -> std::io::Result<()> {
-        let dir = &self.shared.dir;
-        let tmp = dir.join(format!("{META_FILE}.tmp"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(META_FILE))?;
-        sync_dir(dir)
     }
 
     /// Number of entries held (not yet purged).
@@ -361,13 +418,10 @@ impl Writer {
                             .and_then(|_| self.truncate(from));
                         let _ = done.send(r);
                     }
-                    Cmd::Purge { upto } => {
-                        let r = self
-                            .flush(&mut buf, &mut pending)
-                            .and_then(|_| self.purge(upto));
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "purging raft log segments failed");
-                        }
+                    Cmd::Purge { upto, dropped } => {
+                        let files = self.purge(upto);
+                        // Without a purger the segments stay; `open` skips what they hold.
+                        let _ = self.purger.send(PurgeJob { files, dropped });
                     }
                 }
             }
@@ -456,15 +510,17 @@ impl Writer {
         sync_dir(&self.dir)
     }
 
-    fn purge(&mut self, upto: u64) -> std::io::Result<()> {
+    /// Forgets the entries up to `upto` and returns the segment files that hold nothing
+    /// else (for the purger to remove). Never the segment being written.
+    fn purge(&mut self, upto: u64) -> Vec<PathBuf> {
+        let mut files = Vec::new();
         // A segment can go when the next one starts at or below upto + 1.
         while self.segments.len() > 1 && self.segments[1].first <= upto + 1 {
-            let s = self.segments.remove(0);
-            std::fs::remove_file(&s.path)?;
+            files.push(self.segments.remove(0).path);
         }
         let keep = self.offsets.split_off(&(upto + 1));
         self.offsets = keep;
-        Ok(())
+        files
     }
 }
 
@@ -487,7 +543,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged = self.shared.meta.lock().last_purged.map(log_id_of);
+        let last_purged = self.shared.meta.meta.lock().last_purged.map(log_id_of);
         let last = self
             .shared
             .cache
@@ -507,23 +563,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let meta = {
-            let mut m = self.shared.meta.lock();
-            m.vote = Some((vote.leader_id.term, vote.leader_id.node_id, vote.committed));
-            m.clone()
-        };
-        self.save_meta(&meta)
+        self.shared.meta.meta.lock().vote =
+            Some((vote.leader_id.term, vote.leader_id.node_id, vote.committed));
+        self.shared
+            .meta
+            .persist()
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.shared.meta.lock().vote.map(|(term, node, committed)| {
-            if committed {
-                Vote::new_committed(term, node)
-            } else {
-                Vote::new(term, node)
-            }
-        }))
+        Ok(self
+            .shared
+            .meta
+            .meta
+            .lock()
+            .vote
+            .map(|(term, node, committed)| {
+                if committed {
+                    Vote::new_committed(term, node)
+                } else {
+                    Vote::new(term, node)
+                }
+            }))
     }
 
     async fn append<I>(
@@ -573,20 +634,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
+    /// Returns at once: the Raft core waits for this, and every write waits for the core. The
+    /// purge point is recorded here and written to disk, and the segments removed, by the
+    /// purger thread (see [`MetaFile::purger`]).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let meta = {
-            let mut m = self.shared.meta.lock();
-            m.last_purged = Some(log_id_tuple(&log_id));
-            m.clone()
-        };
-        self.save_meta(&meta)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        {
+        self.shared.meta.meta.lock().last_purged = Some(log_id_tuple(&log_id));
+        let dropped = {
             let mut cache = self.shared.cache.write();
             let keep = cache.split_off(&(log_id.index + 1));
-            *cache = keep;
-        }
-        self.send(Cmd::Purge { upto: log_id.index })
+            std::mem::replace(&mut *cache, keep)
+        };
+        self.send(Cmd::Purge {
+            upto: log_id.index,
+            dropped,
+        })
     }
 }
 
@@ -648,6 +709,62 @@ mod tests {
         let log = LogStore::open(dir.path(), None).expect("open");
         assert_eq!(log.len(), 2);
         assert_eq!(file_len(&path), end as u64);
+    }
+
+    #[tokio::test]
+    async fn a_purge_records_its_point_before_removing_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (first, entries) in [(1, 1..4), (4, 4..6), (6, 6..8)] {
+            std::fs::write(segment_path(dir.path(), first), segment(entries)).expect("write");
+        }
+        let mut log = LogStore::open(dir.path(), None).expect("open");
+        let upto = LogId::new(CommittedLeaderId::new(1, 1), 5);
+        RaftLogStorage::purge(&mut log, upto).await.expect("purge");
+        // The log answers from memory at once; the files follow in the background.
+        assert_eq!(log.len(), 2);
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(upto));
+        let gone = [segment_path(dir.path(), 1), segment_path(dir.path(), 4)];
+        for _ in 0..500 {
+            if gone.iter().all(|p| !p.exists()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(gone.iter().all(|p| !p.exists()), "purged segments removed");
+        assert!(
+            segment_path(dir.path(), 6).exists(),
+            "the last segment stays"
+        );
+        drop(log);
+        let mut log = LogStore::open(dir.path(), None).expect("reopen");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(upto));
+        assert_eq!(
+            log.shared.cache.read().keys().copied().collect::<Vec<_>>(),
+            vec![6, 7]
+        );
+    }
+
+    #[test]
+    fn purged_entries_still_in_a_segment_are_skipped_on_open() {
+        // The purge point reached the disk, the crash came before its segments were removed.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(segment_path(dir.path(), 1), segment(1..6)).expect("write");
+        let meta = Meta {
+            vote: None,
+            last_purged: Some((1, 1, 3)),
+        };
+        std::fs::write(
+            dir.path().join(META_FILE),
+            serde_json::to_vec(&meta).expect("json"),
+        )
+        .expect("write meta");
+        let log = LogStore::open(dir.path(), None).expect("open");
+        assert_eq!(
+            log.shared.cache.read().keys().copied().collect::<Vec<_>>(),
+            vec![4, 5]
+        );
     }
 
     #[test]
