@@ -81,8 +81,20 @@ async fn verify(endpoint: &str, acked: &Acked) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_puts_survive_kill_9() {
+    kill_9_cycles(&[]).await;
+}
+
+/// The same with a durable checkpoint and a Raft log purge every 100 entries, so kills land
+/// during checkpoints and purges too: what a checkpoint claims durable must be, or the purged
+/// log takes acknowledged puts with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_puts_survive_kill_9_across_checkpoints() {
+    kill_9_cycles(&["--snapshot-count", "100"]).await;
+}
+
+async fn kill_9_cycles(args: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = StoreProc::start(StoreKind::Kumo, dir.path(), &[]).expect("start kumo store");
+    let mut store = StoreProc::start(StoreKind::Kumo, dir.path(), args).expect("start kumo store");
     let acked: Acked = Arc::default();
     for cycle in 0..CYCLES {
         let stop = Arc::new(tokio::sync::Notify::new());

@@ -253,24 +253,42 @@ impl StoreState {
     }
 
     /// Makes everything applied so far durable and returns what it covers.
+    /// What it covers is read inside the durable transaction, not from the in-memory applied
+    /// position: an apply committing between the two would be claimed durable, and the log
+    /// purged past what a crash recovers.
     fn checkpoint(&self) -> Result<SnapshotMeta<u64, super::MemberNode>, StoreError> {
-        let held = self.mvcc.durable_checkpoint()?;
-        let (applied, membership) = self.applied.lock().clone();
+        let (held, info) = self.mvcc.durable_checkpoint()?;
+        let meta = snapshot_meta(&info)?;
         tracing::info!(
-            applied = applied.map(|l| l.index).unwrap_or(0),
+            applied = meta.last_log_id.map(|l| l.index).unwrap_or(0),
             held_ms = held.as_millis() as u64,
             "durable checkpoint"
         );
-        Ok(SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id: format!(
-                "{}-{}",
-                applied.map(|l| l.leader_id.term).unwrap_or(0),
-                applied.map(|l| l.index).unwrap_or(0)
-            ),
-        })
+        Ok(meta)
     }
+}
+
+/// The Raft position a database state reflects, from the values its last apply recorded.
+fn snapshot_meta(
+    info: &mvcc::snapshot::DumpInfo,
+) -> Result<SnapshotMeta<u64, super::MemberNode>, StoreError> {
+    let last_log_id = info.raft_applied.as_deref().and_then(decode_log_id);
+    let last_membership = match info.raft_membership.as_deref() {
+        Some(b) if b.len() >= 24 => StoredMembership::new(
+            decode_log_id(&b[..24]),
+            decode_membership(&b[24..]).map_err(StoreError::internal)?,
+        ),
+        _ => StoredMembership::default(),
+    };
+    Ok(SnapshotMeta {
+        last_log_id,
+        last_membership,
+        snapshot_id: format!(
+            "{}-{}",
+            last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+            last_log_id.map(|l| l.index).unwrap_or(0)
+        ),
+    })
 }
 
 fn txn_has_put(t: &pb::TxnRequest) -> bool {
@@ -548,24 +566,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let sum = mvcc::snapshot::checksum(&data);
             data.extend_from_slice(&sum);
             // The metadata must describe exactly what the dump holds.
-            let last_log_id = info.raft_applied.as_deref().and_then(decode_log_id);
-            let last_membership = match info.raft_membership.as_deref() {
-                Some(b) if b.len() >= 24 => StoredMembership::new(
-                    decode_log_id(&b[..24]),
-                    decode_membership(&b[24..]).map_err(StoreError::internal)?,
-                ),
-                _ => StoredMembership::default(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id,
-                last_membership,
-                snapshot_id: format!(
-                    "{}-{}",
-                    last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
-                    last_log_id.map(|l| l.index).unwrap_or(0)
-                ),
-            };
-            Ok((meta, data))
+            Ok((snapshot_meta(&info)?, data))
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Read, e))?
