@@ -262,8 +262,8 @@ fn proc_mem(pid: Option<u32>) -> Option<Mem> {
     })
 }
 
-fn fmt_mb(kb: u64) -> String {
-    format!("{:.0} MB", kb as f64 / 1024.0)
+fn fmt_mib(kb: u64) -> String {
+    format!("{:.0} MiB", kb as f64 / 1024.0)
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far.
@@ -1533,8 +1533,8 @@ async fn bench_store(kind: StoreKind, args: &Args) -> Result<StoreReport> {
         if let Some(m) = rep.api_after_preload {
             println!(
                 "    apiserver RSS after preload: {} (peak {})",
-                fmt_mb(m.rss_kb),
-                fmt_mb(m.hwm_kb)
+                fmt_mib(m.rss_kb),
+                fmt_mib(m.hwm_kb)
             );
         }
 
@@ -1693,7 +1693,7 @@ fn machine_line(args: &Args) -> String {
 }
 
 fn cell_mem(m: Option<Mem>) -> String {
-    m.map(|m| format!("{} (peak {})", fmt_mb(m.rss_kb), fmt_mb(m.hwm_kb)))
+    m.map(|m| format!("{} (peak {})", fmt_mib(m.rss_kb), fmt_mib(m.hwm_kb)))
         .unwrap_or_else(|| "-".into())
 }
 
