@@ -63,30 +63,39 @@ where
     }
 }
 
-/// Decodes a JSON or YAML body into an object.
+/// Decodes a JSON, YAML or protobuf body into an object.
 pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = match media_type(content_type).as_str() {
+    decode_checked(content_type, body).map(|(v, _)| v)
+}
+
+/// [`decode_object`] plus the keys repeated within one object of a JSON body, found in the
+/// same pass (YAML and protobuf bodies are not checked).
+fn decode_checked(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (v, duplicates) = match media_type(content_type).as_str() {
         // The Python client sends creates without a Content-Type.
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(json_error)?,
-        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body)?,
+        "" | "application/json" | "*/*" => {
+            kumo_registry::validate::parse_json_with_duplicates(body).map_err(|e| {
+                ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+            })?
+        }
+        crate::protobuf::MEDIA_TYPE => (crate::protobuf::decode(body)?, Vec::new()),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_saphyr::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
+            let v = serde_saphyr::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("error converting YAML to JSON: {e}"))
+            })?;
+            (v, Vec::new())
         }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
-        return Err(not_an_object());
+        return Err(ApiError::bad_request(
+            "couldn't get version/kind; json parse error: expected an object",
+        ));
     }
-    Ok(v)
-}
-
-fn json_error(e: serde_json::Error) -> ApiError {
-    ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-}
-
-fn not_an_object() -> ApiError {
-    ApiError::bad_request("couldn't get version/kind; json parse error: expected an object")
+    Ok((v, duplicates))
 }
 
 /// A Content-Type without its parameters, lower-cased (`""` when absent).
@@ -95,14 +104,6 @@ fn media_type(content_type: Option<&str>) -> String {
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase())
         .unwrap_or_default()
-}
-
-/// Whether a body of this Content-Type is decoded as JSON.
-fn is_json(content_type: Option<&str>) -> bool {
-    matches!(
-        media_type(content_type).as_str(),
-        "" | "application/json" | "*/*"
-    )
 }
 
 /// Dispatches one request.
@@ -1048,23 +1049,6 @@ pub(crate) fn check_patched(
         "strict decoding error: {}",
         errors.join(", ")
     )))
-}
-
-/// [`decode_object`] plus the keys repeated within one object of a JSON body, found in the
-/// same pass (YAML and protobuf bodies are not checked).
-fn decode_checked(
-    content_type: Option<&str>,
-    raw: &[u8],
-) -> Result<(Value, Vec<String>), ApiError> {
-    if !is_json(content_type) {
-        return Ok((decode_object(content_type, raw)?, Vec::new()));
-    }
-    let (v, duplicates) =
-        kumo_registry::validate::parse_json_with_duplicates(raw).map_err(json_error)?;
-    if !v.is_object() {
-        return Err(not_an_object());
-    }
-    Ok((v, duplicates))
 }
 
 /// The causes of upstream's `ValidateFieldManager` / `ValidateDryRun` /

@@ -496,21 +496,21 @@ impl Mvcc {
         let db = self.db.read();
         let mut w = db.begin_write()?;
         let t = std::time::Instant::now();
-        let info = {
-            let meta = w.open_table(META)?;
-            snapshot::DumpInfo {
-                rev: meta_i64(&meta, "rev")?.unwrap_or(1),
-                raft_applied: meta_get(&meta, "raft.applied")?,
-                raft_membership: meta_get(&meta, "raft.membership")?,
-            }
-        };
-        w.set_durability(Durability::Immediate)?;
-        w.set_quick_repair(true);
-        self.unsynced.store(0, Ordering::Release);
+        let info = snapshot::DumpInfo::read(&w.open_table(META)?)?;
+        self.make_durable(&mut w)?;
         w.commit()?;
         let held = t.elapsed();
         self.refresh_size();
         Ok((held, info))
+    }
+
+    /// Makes `txn`'s commit durable (and quick to repair after a crash); everything written
+    /// so far is then counted as synced.
+    fn make_durable(&self, txn: &mut redb::WriteTransaction) -> Result<()> {
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        self.unsynced.store(0, Ordering::Release);
+        Ok(())
     }
 
     /// Counts rows written towards the next durable commit.
@@ -699,9 +699,7 @@ impl<'a> BatchWriter<'a> {
             meta.insert("rev", self.rev.to_be_bytes().as_slice())?;
         }
         if self.mvcc.unsynced.load(Ordering::Acquire) >= SYNC_EVERY_BYTES {
-            txn.set_durability(Durability::Immediate)?;
-            txn.set_quick_repair(true);
-            self.mvcc.unsynced.store(0, Ordering::Release);
+            self.mvcc.make_durable(&mut txn)?;
         }
         txn.commit()?;
         self.mvcc.writeback.committed();
@@ -907,6 +905,19 @@ pub mod snapshot {
         pub raft_membership: Option<Vec<u8>>,
     }
 
+    impl DumpInfo {
+        /// What the meta table records of the state it is part of.
+        pub(crate) fn read<T: ReadableTable<&'static str, &'static [u8]>>(
+            meta: &T,
+        ) -> Result<DumpInfo> {
+            Ok(DumpInfo {
+                rev: meta_i64(meta, "rev")?.unwrap_or(1),
+                raft_applied: meta_get(meta, "raft.applied")?,
+                raft_membership: meta_get(meta, "raft.membership")?,
+            })
+        }
+    }
+
     /// Serializes the whole database at one point in time (without the checksum trailer:
     /// see [`checksum`]).
     pub fn dump(m: &Mvcc) -> Result<(Vec<u8>, DumpInfo)> {
@@ -915,9 +926,7 @@ pub mod snapshot {
         m.with_db(|db| -> Result<()> {
             let r = db.begin_read()?;
             let meta = r.open_table(META)?;
-            info.rev = meta_i64(&meta, "rev")?.unwrap_or(1);
-            info.raft_applied = meta_get(&meta, "raft.applied")?;
-            info.raft_membership = meta_get(&meta, "raft.membership")?;
+            info = DumpInfo::read(&meta)?;
             for row in meta.iter()? {
                 let (k, v) = row?;
                 record(&mut out, T_META, k.value().as_bytes(), v.value());

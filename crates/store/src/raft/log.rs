@@ -684,11 +684,7 @@ mod tests {
         std::fs::write(&last, &second).expect("write");
 
         let log = LogStore::open(dir.path(), None).expect("open");
-        let cache = log.shared.cache.read();
-        assert_eq!(
-            cache.keys().copied().collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5]
-        );
+        assert_eq!(indexes(&log), [1, 2, 3, 4, 5]);
         // Nothing was cut: the zeros are the preallocation the writer goes on to use.
         assert_eq!(file_len(&last), PREALLOC_BYTES);
         assert!(end < PREALLOC_BYTES);
@@ -711,8 +707,13 @@ mod tests {
         assert_eq!(file_len(&path), end as u64);
     }
 
+    /// The indexes of the entries the log holds.
+    fn indexes(log: &LogStore) -> Vec<u64> {
+        log.shared.cache.read().keys().copied().collect()
+    }
+
     #[tokio::test]
-    async fn a_purge_records_its_point_before_removing_segments() {
+    async fn a_purge_forgets_at_once_and_removes_segments_in_the_background() {
         let dir = tempfile::tempdir().expect("tempdir");
         for (first, entries) in [(1, 1..4), (4, 4..6), (6, 6..8)] {
             std::fs::write(segment_path(dir.path(), first), segment(entries)).expect("write");
@@ -729,7 +730,7 @@ mod tests {
             if gone.iter().all(|p| !p.exists()) {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert!(gone.iter().all(|p| !p.exists()), "purged segments removed");
         assert!(
@@ -740,10 +741,7 @@ mod tests {
         let mut log = LogStore::open(dir.path(), None).expect("reopen");
         let state = log.get_log_state().await.expect("state");
         assert_eq!(state.last_purged_log_id, Some(upto));
-        assert_eq!(
-            log.shared.cache.read().keys().copied().collect::<Vec<_>>(),
-            vec![6, 7]
-        );
+        assert_eq!(indexes(&log), [6, 7]);
     }
 
     #[test]
@@ -761,10 +759,7 @@ mod tests {
         )
         .expect("write meta");
         let log = LogStore::open(dir.path(), None).expect("open");
-        assert_eq!(
-            log.shared.cache.read().keys().copied().collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(indexes(&log), [4, 5]);
     }
 
     #[test]
