@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tracing::warn;
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, Json};
 use crate::objects::{self, meta_mut, meta_str};
 use crate::storage::{Store, StoreError, WriteOutcome, prefix_end};
 
@@ -486,8 +486,8 @@ impl Api {
         // worth parsing: real changes rarely pay for the comparison.
         if let Some(cur) = self.cache.get(&key)
             && cur.rv == expected_rev
-            && (bytes.len()..=bytes.len() + 64).contains(&cur.raw.len())
-            && let Ok(old) = cur.raw.parse::<Value>()
+            && (bytes.len()..=bytes.len() + 64).contains(&cur.with_json(Json::len))
+            && let Ok(old) = cur.with_json(Json::parse::<Value>)
             && same_object(&old, &stored)
         {
             let mut out = crate::convert::from_storage(def, old);

@@ -8,7 +8,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Json};
 use crate::request::RequestInfo;
 
 /// Parsed RBAC objects, refreshed when the cache revision moved.
@@ -38,7 +38,7 @@ fn parse_all<T: DeserializeOwned>(cache: &Cache, prefix: &str) -> Vec<Arc<T>> {
         .list(prefix)
         .0
         .iter()
-        .filter_map(|e| e.raw.parse::<T>().ok().map(Arc::new))
+        .filter_map(|e| e.with_json(Json::parse::<T>).ok().map(Arc::new))
         .collect()
 }
 
@@ -108,7 +108,7 @@ impl kumo_auth::RbacSource for CacheRbac {
 pub struct CacheLookup(pub Arc<Cache>);
 
 fn get<T: DeserializeOwned>(cache: &Cache, key: &str) -> Option<T> {
-    cache.get(key).and_then(|e| e.raw.parse().ok())
+    cache.get(key).and_then(|e| e.with_json(Json::parse).ok())
 }
 
 impl kumo_auth::ObjectLookup for CacheLookup {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::fields;
+use crate::attrs::Attrs;
 use crate::storage::{Store, StoreError, StoreEvent, prefix_end};
 
 /// The root of everything the apiserver stores.
@@ -28,14 +28,12 @@ pub const REGISTRY_PREFIX: &str = "/registry/";
 #[derive(Debug)]
 pub struct Entry {
     pub key: Arc<str>,
-    /// The object as JSON, `metadata.resourceVersion` set.
-    pub raw: Json,
+    /// The object as JSON, `metadata.resourceVersion` set; compressed once a newer version or
+    /// a deletion replaced it (see [`Entry::pack`]).
+    json: RwLock<Stored>,
     pub rv: i64,
-    /// `metadata.labels`, sorted by key.
-    labels: Box<[(Box<str>, Box<str>)]>,
-    /// Field-selector attributes (`metadata.name`, `metadata.namespace` first, then the
-    /// kind's own: `spec.nodeName`, …).
-    fields: Box<[(&'static str, Box<str>)]>,
+    /// Labels and field-selector attributes.
+    attrs: Attrs,
 }
 
 impl Entry {
@@ -64,34 +62,56 @@ impl Entry {
     /// An entry of JSON `raw`, with the labels and selector attributes of `obj` (which needs
     /// only those).
     fn with_raw(key: &str, obj: &Value, raw: Json, rv: i64) -> Option<Entry> {
-        let meta = obj.get("metadata")?;
-        let mut labels: Vec<(Box<str>, Box<str>)> = meta
-            .get("labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((Box::from(k.as_str()), Box::from(v.as_str()?))))
-                    .collect()
-            })
-            .unwrap_or_default();
-        labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let labels = labels.into_boxed_slice();
-        let fields = fields::field_set(obj)
-            .into_iter()
-            .map(|(k, v)| (k, v.into_boxed_str()))
-            .collect();
+        obj.get("metadata")?;
         Some(Entry {
             key: Arc::from(key),
-            raw,
+            json: RwLock::new(Stored::Plain(raw)),
             rv,
-            labels,
-            fields,
+            attrs: Attrs::of(obj),
         })
+    }
+
+    /// Runs `f` on the object's JSON (decompressed first if this version is only history).
+    /// Borrowed, not cloned: the first clone of a `Bytes` allocates its shared header, which
+    /// every cached object would then keep.
+    pub fn with_json<R>(&self, f: impl FnOnce(&Json) -> R) -> R {
+        let stored = self.json.read();
+        match &*stored {
+            Stored::Plain(json) => f(json),
+            Stored::Packed { dict, data } => {
+                let json = unpack(data, dict);
+                drop(stored);
+                f(&json)
+            }
+        }
     }
 
     /// The object, parsed.
     pub fn object(&self) -> Value {
-        self.raw.parse().unwrap_or(Value::Null)
+        self.with_json(Json::parse).unwrap_or(Value::Null)
+    }
+
+    /// Compresses the JSON against `dict` ([`Cache::pack`]); readers holding the entry see
+    /// the same JSON either way.
+    fn pack(&self, dict: &Arc<[u8]>) {
+        let data = match &*self.json.read() {
+            Stored::Plain(json) => pack(json, dict),
+            Stored::Packed { .. } => return,
+        };
+        if let Some(data) = data {
+            *self.json.write() = Stored::Packed {
+                dict: dict.clone(),
+                data,
+            };
+        }
+    }
+
+    /// Bytes of JSON this entry holds (compressed or not; a shared dictionary not counted).
+    fn held(&self) -> usize {
+        match &*self.json.read() {
+            Stored::Plain(json) => json.len(),
+            Stored::Packed { data, .. } => data.len(),
+        }
     }
 
     /// `metadata.name`.
@@ -106,18 +126,12 @@ impl Entry {
 
     /// One label's value.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*self.labels[i].1)
+        self.attrs.label(key)
     }
 
     /// A field-selector attribute.
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| &**v)
+        self.attrs.field(name)
     }
 }
 
@@ -228,6 +242,44 @@ fn class_floor(len: usize) -> usize {
     base + (len - base) / step * step
 }
 
+/// An entry's JSON: as clients receive it, or, once only the history keeps it, LZ4-compressed
+/// (its length first) against a dictionary ([`Cache::pack`]).
+#[derive(Debug)]
+enum Stored {
+    Plain(Json),
+    Packed { dict: Arc<[u8]>, data: Bytes },
+}
+
+/// Objects smaller than this are kept uncompressed (little to gain).
+const PACK_MIN: usize = 512;
+/// LZ4 looks back at most 64 KiB: a longer dictionary's start is never used.
+const DICT_MAX: usize = 64 * 1024;
+
+/// `json` compressed against `dict`, or `None` when that would not save at least an eighth.
+fn pack(json: &Json, dict: &[u8]) -> Option<Bytes> {
+    if json.len() < PACK_MIN {
+        return None;
+    }
+    let joined = json.to_bytes();
+    let data = lz4_flex::block::compress_prepend_size_with_dict(&joined, dict);
+    (data.len() < json.len() - json.len() / 8).then(|| Bytes::copy_from_slice(&data))
+}
+
+/// The JSON `pack` compressed.
+fn unpack(data: &[u8], dict: &[u8]) -> Json {
+    match lz4_flex::block::decompress_size_prepended_with_dict(data, dict) {
+        Ok(v) => Json {
+            head: Bytes::from(v),
+            tail: Bytes::new(),
+        },
+        Err(e) => {
+            // Only `pack` writes these bytes: unreachable short of memory corruption.
+            warn!(error = %e, "cached JSON does not decompress");
+            Json::default()
+        }
+    }
+}
+
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -255,6 +307,8 @@ pub struct CacheEvent {
     pub entry: Arc<Entry>,
     /// The object before the change (for selector transitions).
     pub prev: Option<Arc<Entry>>,
+    /// JSON bytes only the history keeps alive through this event ([`CacheEvent::new`]).
+    retained: usize,
     /// The JSON watch frame (`{"type":…,"object":…}\n`) per event type, encoded once and
     /// shared by every watcher sending it at the same time. Held weakly: once every watcher
     /// has written it the frame is freed, so the 100k-event history does not keep a second
@@ -263,24 +317,22 @@ pub struct CacheEvent {
 }
 
 impl CacheEvent {
+    /// An event, `prev` and, for a deletion, `entry` already compressed ([`Cache::pack`]).
     fn new(rv: i64, kind: EventType, entry: Arc<Entry>, prev: Option<Arc<Entry>>) -> CacheEvent {
+        // Object JSON that only this event keeps alive once the history is the sole holder:
+        // the version it replaced (counted once, here, however many events hold it) and, for
+        // a deletion, the final state it built.
+        let mut retained = prev.as_ref().map_or(0, |p| p.held());
+        if kind == EventType::Deleted {
+            retained += entry.held();
+        }
         CacheEvent {
             rv,
             kind,
             entry,
             prev,
+            retained,
             frames: Default::default(),
-        }
-    }
-
-    /// Object JSON that only this event keeps alive once the history is the sole holder: the
-    /// version it replaced (counted once, here, however many events hold it) and, for a
-    /// deletion, the final state it built.
-    fn retained_bytes(&self) -> usize {
-        let prev = self.prev.as_ref().map_or(0, |p| p.raw.len());
-        match self.kind {
-            EventType::Deleted => prev + self.entry.raw.len(),
-            _ => prev,
         }
     }
 
@@ -295,7 +347,10 @@ impl CacheEvent {
         if let Some(f) = slot.upgrade() {
             return Bytes::from_owner(SharedFrame(f));
         }
-        let f = Arc::new(json_frame_vec(as_type, self.entry.raw.chunks()));
+        let f = Arc::new(
+            self.entry
+                .with_json(|json| json_frame_vec(as_type, json.chunks())),
+        );
         *slot = Arc::downgrade(&f);
         Bytes::from_owner(SharedFrame(f))
     }
@@ -480,7 +535,7 @@ struct Inner {
     objects: BTreeMap<Arc<str>, Arc<Entry>>,
     rev: i64,
     history: VecDeque<Arc<CacheEvent>>,
-    /// Bytes of object JSON only the history keeps alive (see [`CacheEvent::retained_bytes`]).
+    /// Bytes of object JSON only the history keeps alive (see [`CacheEvent::new`]).
     history_bytes: usize,
     /// The cap on `history_bytes` ([`HISTORY_BYTES`]).
     max_history_bytes: usize,
@@ -508,11 +563,16 @@ pub const HISTORY_EVENTS: usize = 100_000;
 /// At most this much object JSON is kept alive by the history alone (old versions of changed
 /// objects, deleted objects); beyond it the oldest events go, like upstream's watch cache
 /// dropping events it has no capacity for (a watch from before them gets `410 Gone`).
-pub const HISTORY_BYTES: usize = 256 * 1024 * 1024;
+pub const HISTORY_BYTES: usize = 128 * 1024 * 1024;
 
 /// The watch cache.
 pub struct Cache {
     inner: RwLock<Inner>,
+    /// Per resource (the key's first segment under `/registry/`; a group's for custom
+    /// resources), the first version the cache compressed: the dictionary of every later one
+    /// there. Objects of a kind repeat each other's text, so an 8 KB pod that LZ4 alone
+    /// takes to 3.4 KB takes ~0.4 KB against another pod.
+    dicts: parking_lot::Mutex<HashMap<Box<str>, Arc<[u8]>>>,
     rev_tx: watch::Sender<i64>,
     next_watcher: AtomicU64,
     progress: parking_lot::Mutex<Option<mpsc::Sender<()>>>,
@@ -567,6 +627,7 @@ impl Cache {
                 history_start: 0,
                 watchers: Watchers::default(),
             }),
+            dicts: parking_lot::Mutex::new(HashMap::new()),
             rev_tx,
             next_watcher: AtomicU64::new(1),
             progress: parking_lot::Mutex::new(None),
@@ -647,41 +708,79 @@ impl Cache {
         Err(StoreError::Other("store watch ended".into()))
     }
 
+    // `apply_*` run on the one task that follows the store watch, the only writer of
+    // `objects`: they build the event (parsing, compressing the replaced version) before
+    // taking the write lock, so readers wait only for the insert and the hand-over.
+
     fn apply_put(&self, key: &str, value: &[u8], rev: i64) {
         let Some(entry) = Entry::from_store(key, value, rev) else {
             warn!(key, "ignoring a stored value that is not a JSON object");
             return;
         };
         let entry = Arc::new(entry);
-        let mut inner = self.inner.write();
-        let prev = inner.objects.insert(entry.key.clone(), entry.clone());
+        let prev = self.get(key);
+        if let Some(p) = &prev {
+            self.pack(p);
+        }
         let kind = if prev.is_some() {
             EventType::Modified
         } else {
             EventType::Added
         };
-        let ev = Arc::new(CacheEvent::new(rev, kind, entry, prev));
+        let ev = Arc::new(CacheEvent::new(rev, kind, entry.clone(), prev));
+        let mut inner = self.inner.write();
+        inner.objects.insert(entry.key.clone(), entry);
         Self::publish(&mut inner, ev);
         drop(inner);
         self.rev_tx.send_replace(rev);
     }
 
     fn apply_delete(&self, key: &str, rev: i64) {
+        let ev = self.get(key).map(|prev| {
+            let mut obj = prev.object();
+            let entry = Entry::from_value(key, &mut obj, rev)
+                .map(Arc::new)
+                .unwrap_or_else(|| prev.clone());
+            self.pack(&prev);
+            self.pack(&entry);
+            Arc::new(CacheEvent::new(rev, EventType::Deleted, entry, Some(prev)))
+        });
         let mut inner = self.inner.write();
-        let Some(prev) = inner.objects.remove(key) else {
-            inner.rev = inner.rev.max(rev);
-            drop(inner);
-            self.rev_tx.send_replace(rev);
-            return;
-        };
-        let mut obj = prev.object();
-        let entry = Entry::from_value(key, &mut obj, rev)
-            .map(Arc::new)
-            .unwrap_or_else(|| prev.clone());
-        let ev = Arc::new(CacheEvent::new(rev, EventType::Deleted, entry, Some(prev)));
-        Self::publish(&mut inner, ev);
+        match ev {
+            Some(ev) => {
+                inner.objects.remove(key);
+                Self::publish(&mut inner, ev);
+            }
+            None => inner.rev = inner.rev.max(rev),
+        }
         drop(inner);
         self.rev_tx.send_replace(rev);
+    }
+
+    /// Compresses a version that is history from now on against its resource's dictionary
+    /// ([`Cache::dicts`]; the first such version of a resource becomes it).
+    fn pack(&self, entry: &Entry) {
+        if entry.held() < PACK_MIN {
+            return;
+        }
+        let resource = entry
+            .key
+            .strip_prefix(REGISTRY_PREFIX)
+            .and_then(|k| k.split('/').next())
+            .unwrap_or("");
+        let dict = {
+            let mut dicts = self.dicts.lock();
+            match dicts.get(resource) {
+                Some(d) => d.clone(),
+                None => {
+                    let json = entry.with_json(Json::to_bytes);
+                    let d: Arc<[u8]> = Arc::from(&json[json.len().saturating_sub(DICT_MAX)..]);
+                    dicts.insert(resource.into(), d.clone());
+                    d
+                }
+            }
+        };
+        entry.pack(&dict);
     }
 
     fn apply_progress(&self, rev: i64) {
@@ -698,14 +797,14 @@ impl Cache {
     fn publish(inner: &mut Inner, ev: Arc<CacheEvent>) {
         inner.rev = inner.rev.max(ev.rv);
         inner.watchers.publish(&ev);
-        inner.history_bytes += ev.retained_bytes();
+        inner.history_bytes += ev.retained;
         inner.history.push_back(ev);
         while inner.history.len() > HISTORY_EVENTS || inner.history_bytes > inner.max_history_bytes
         {
             let Some(old) = inner.history.pop_front() else {
                 break;
             };
-            inner.history_bytes = inner.history_bytes.saturating_sub(old.retained_bytes());
+            inner.history_bytes = inner.history_bytes.saturating_sub(old.retained);
             inner.history_start = old.rv;
         }
     }
@@ -850,12 +949,37 @@ mod tests {
         );
     }
 
+    /// A pod with `pad` characters of padding that no other call repeats (incompressible).
     fn pod(name: &str, pad: usize) -> Vec<u8> {
+        static CALLS: AtomicU64 = AtomicU64::new(1);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ CALLS.fetch_add(1, Ordering::Relaxed);
+        let noise: String = (0..pad)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
         serde_json::to_vec(&serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"pad": "x".repeat(pad)},
+            "spec": {"pad": noise},
+        }))
+        .expect("json")
+    }
+
+    /// A pod whose JSON repeats itself as real ones do (~4 kB).
+    fn verbose_pod(name: &str, image: &str) -> Vec<u8> {
+        let env: Vec<_> = (0..40)
+            .map(|i| serde_json::json!({"name": format!("VAR_{i}"), "value": format!("value-{i}")}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": image, "env": env}]},
         }))
         .expect("json")
     }
@@ -920,6 +1044,52 @@ mod tests {
         let inner = cache.inner.read();
         assert!(inner.watchers.by_node.is_empty());
         assert_eq!(inner.watchers.len(), 1);
+    }
+
+    #[test]
+    fn replaced_versions_are_kept_compressed_and_replay_intact() {
+        let cache = Cache::new();
+        let key = "/registry/pods/default/a";
+        let (v1, v2) = (verbose_pod("a", "web:1"), verbose_pod("a", "web:2"));
+        let want = |v: &[u8], rv| {
+            Entry::from_store(key, v, rv)
+                .expect("entry")
+                .with_json(Json::to_bytes)
+        };
+        cache.apply_put(key, &v1, 1);
+        cache.apply_put(key, &v2, 2);
+        cache.apply_delete(key, 3);
+        let w = cache
+            .watch("/registry/pods/", Some(0), None)
+            .expect("watch");
+        let [added, modified, deleted] = &w.backlog[..] else {
+            panic!("three events, got {}", w.backlog.len());
+        };
+        // Every version replaced or deleted is compressed, to well under half its size…
+        for e in [&added.entry, &modified.entry, &deleted.entry] {
+            assert!(
+                e.held() * 2 < e.with_json(Json::len),
+                "{} of {}",
+                e.held(),
+                e.with_json(Json::len)
+            );
+        }
+        assert_eq!(
+            cache.inner.read().history_bytes,
+            modified.retained + deleted.retained
+        );
+        // … and replays as it was stored.
+        assert_eq!(added.entry.with_json(Json::to_bytes), want(&v1, 1));
+        assert_eq!(modified.entry.with_json(Json::to_bytes), want(&v2, 2));
+        let frame = deleted.json_frame("DELETED");
+        let obj: Value = serde_json::from_slice(&frame).expect("frame");
+        assert_eq!(obj["object"]["metadata"]["resourceVersion"], "3");
+        assert_eq!(obj["object"]["spec"]["containers"][0]["image"], "web:2");
+        // The current version of an object stays as clients receive it.
+        cache.apply_put(key, &v1, 4);
+        let current = cache.get(key).expect("current");
+        assert_eq!(current.held(), current.with_json(Json::len));
+        assert_eq!(current.with_json(Json::to_bytes), want(&v1, 4));
     }
 
     #[test]

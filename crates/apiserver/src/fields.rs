@@ -61,6 +61,7 @@ const KIND_FIELDS: &[(&str, &[&str])] = &[
     ("CertificateSigningRequest", &["spec.signerName"]),
 ];
 
+/// The fields of `kind` selectable beyond `metadata.name` and `metadata.namespace`.
 fn kind_fields(kind: &str) -> &'static [&'static str] {
     KIND_FIELDS
         .iter()
@@ -97,21 +98,33 @@ pub fn is_selectable(kind: &str, field: &str) -> bool {
 
 /// The selectable attributes of `obj`.
 pub fn field_set(obj: &Value) -> Vec<(&'static str, String)> {
+    let (kind_fields, values) = field_values(obj);
+    ["metadata.name", "metadata.namespace"]
+        .iter()
+        .chain(kind_fields)
+        .copied()
+        .zip(values)
+        .collect()
+}
+
+/// The selectable attributes of `obj` as its kind's own fields and the values of
+/// `metadata.name`, `metadata.namespace` and then those fields, in that order.
+pub fn field_values(obj: &Value) -> (&'static [&'static str], Vec<String>) {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    let mut out = vec![
-        ("metadata.name", text(get(obj, "metadata.name"))),
-        ("metadata.namespace", text(get(obj, "metadata.namespace"))),
-    ];
-    for f in kind_fields(kind) {
+    let fields = kind_fields(kind);
+    let mut out = Vec::with_capacity(2 + fields.len());
+    out.push(text(get(obj, "metadata.name")));
+    out.push(text(get(obj, "metadata.namespace")));
+    for f in fields {
         let v = text(get(obj, read_path(kind, f)));
         let v = if kind == "Pod" && *f == "spec.hostNetwork" && v.is_empty() {
             "false".to_string()
         } else {
             v
         };
-        out.push((*f, v));
+        out.push(v);
     }
-    out
+    (fields, out)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::api::{
     Api, DeleteOptions, Deleted, ListOptions, ListResult, User, check_identity, check_kind,
 };
 use crate::body::{self, Body};
+use crate::cache::Json;
 use crate::discovery;
 use crate::objects::{self, meta_mut, meta_str};
 use crate::request::{self, Output, Query, RequestInfo, ResourceRequest};
@@ -344,11 +345,11 @@ where
                 .api
                 .get(&def, ns, name, ctx.query.resource_version.as_deref())
                 .await?;
-            output::single(ctx, &def, e.raw.to_bytes())
+            output::single(ctx, &def, e.with_json(Json::to_bytes))
         }
         ("get", Some(name), Some("status" | "approval")) => {
             let e = ctx.api.get(&def, ns, name, None).await?;
-            output::single(ctx, &def, e.raw.to_bytes())
+            output::single(ctx, &def, e.with_json(Json::to_bytes))
         }
         ("get", Some(name), Some("scale")) => {
             let e = ctx.api.get(&def, ns, name, None).await?;

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod attrs;
 pub mod authz;
 pub mod body;
 pub mod bootstrap;

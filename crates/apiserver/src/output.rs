@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::ListResult;
 use crate::body::{self, Body};
+use crate::cache::Json;
 use crate::http::Ctx;
 use crate::request::Output;
 
@@ -145,7 +146,7 @@ fn json_list_response(
     items: Vec<std::sync::Arc<crate::cache::Entry>>,
 ) -> Response<Body> {
     use http_body_util::BodyExt as _;
-    let total_raw: usize = items.iter().map(|e| e.raw.len()).sum();
+    let total_raw: usize = items.iter().map(|e| e.with_json(Json::len)).sum();
     let items_len = items.len();
     let head_len = head.len();
     let mut first = BytesMut::with_capacity(head.len() + 16);
@@ -161,9 +162,11 @@ fn json_list_response(
             if i > 0 {
                 buf.put_u8(b',');
             }
-            for c in e.raw.chunks() {
-                buf.put_slice(c);
-            }
+            e.with_json(|json| {
+                for c in json.chunks() {
+                    buf.put_slice(c);
+                }
+            });
             if buf.len() >= LIST_CHUNK {
                 done = false;
                 break;

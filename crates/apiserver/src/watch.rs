@@ -39,7 +39,7 @@ impl Encoder {
         {
             return ev.json_frame(kind);
         }
-        self.event(kind, &ev.entry.raw)
+        ev.entry.with_json(|json| self.event(kind, json))
     }
 
     /// An object's frame for this watcher: the cached JSON as is, or parsed once when it must
@@ -207,7 +207,7 @@ pub async fn serve(
         };
         let mut last_rv = w.start_rev;
         for e in std::mem::take(&mut w.initial) {
-            if opts.matches(&e) && !send(enc.event("ADDED", &e.raw)).await {
+            if opts.matches(&e) && !send(e.with_json(|json| enc.event("ADDED", json))).await {
                 crate::metrics::watchers_dec(&def_for_metrics);
                 return;
             }
