@@ -486,7 +486,7 @@ impl Api {
         // worth parsing: real changes rarely pay for the comparison.
         if let Some(cur) = self.cache.get(&key)
             && cur.rv == expected_rev
-            && (bytes.len()..=bytes.len() + 64).contains(&cur.with_json(Json::len))
+            && (bytes.len()..=bytes.len() + 64).contains(&cur.json_len())
             && let Ok(old) = cur.with_json(Json::parse::<Value>)
             && same_object(&old, &stored)
         {

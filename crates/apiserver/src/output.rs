@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use crate::api::ListResult;
 use crate::body::{self, Body};
-use crate::cache::Json;
 use crate::http::Ctx;
 use crate::request::Output;
 
@@ -146,7 +145,7 @@ fn json_list_response(
     items: Vec<std::sync::Arc<crate::cache::Entry>>,
 ) -> Response<Body> {
     use http_body_util::BodyExt as _;
-    let total_raw: usize = items.iter().map(|e| e.with_json(Json::len)).sum();
+    let total_raw: usize = items.iter().map(|e| e.json_len()).sum();
     let items_len = items.len();
     let head_len = head.len();
     let mut first = BytesMut::with_capacity(head.len() + 16);
