@@ -125,6 +125,30 @@ core.delete_namespaced_config_map("watched", NS)
 t.join(30)
 check(events == [("ADDED", "watched"), ("MODIFIED", "watched"), ("DELETED", "watched")], f"watch events {events}")
 
+# a label-selector watch sees an object that stops matching as DELETED: its last matching
+# state, at the resourceVersion of the change (upstream's watch cache)
+sel_events = []
+rv = core.list_namespaced_config_map(NS).metadata.resource_version
+
+
+def sel_watcher():
+    w = watch.Watch()
+    for ev in w.stream(core.list_namespaced_config_map, NS, label_selector="tier=web", resource_version=rv, timeout_seconds=20):
+        o = ev["object"]
+        sel_events.append((ev["type"], o.metadata.name, (o.metadata.labels or {}).get("tier"), o.metadata.resource_version))
+        if ev["type"] == "DELETED":
+            w.stop()
+
+
+t = threading.Thread(target=sel_watcher)
+t.start()
+time.sleep(1)
+core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="tiered", labels={"tier": "web"})))
+moved = core.patch_namespaced_config_map("tiered", NS, {"metadata": {"labels": {"tier": "db"}}})
+t.join(30)
+check([e[:3] for e in sel_events] == [("ADDED", "tiered", "web"), ("DELETED", "tiered", "web")], f"selector watch events {sel_events}")
+check(sel_events[-1][3] == moved.metadata.resource_version, f"DELETED on leaving the selection carries the change's resourceVersion {sel_events} {moved.metadata.resource_version}")
+
 # delete
 st = core.delete_namespaced_config_map("cm6", NS)
 status = st.get("status") if isinstance(st, dict) else st.status

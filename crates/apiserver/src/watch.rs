@@ -32,8 +32,19 @@ struct Encoder {
 }
 
 impl Encoder {
-    /// A cache event's frame: shared across watchers for plain JSON.
+    /// A cache event's frame: shared across watchers for plain JSON. An object that left
+    /// the watcher's selection is sent, as upstream's watch cache does, as DELETED with its
+    /// last state the watcher could see (the version before the change) at the event's
+    /// resourceVersion.
     fn cache_event(&self, kind: &'static str, ev: &CacheEvent) -> Bytes {
+        if kind == "DELETED"
+            && ev.kind != EventType::Deleted
+            && let Some(prev) = &ev.prev
+        {
+            let mut obj: Value = prev.with_json(|raw| raw.parse()).unwrap_or(Value::Null);
+            crate::objects::set_rv(&mut obj, ev.rv);
+            return self.object(kind, obj);
+        }
         if matches!(self.output, Output::Json | Output::Yaml)
             && !crate::convert::needs_conversion(&self.def)
         {
@@ -49,8 +60,12 @@ impl Encoder {
         if !convert && matches!(self.output, Output::Json | Output::Yaml) {
             return crate::cache::json_frame(kind, raw.chunks());
         }
-        let mut obj: Value = raw.parse().unwrap_or(Value::Null);
-        if convert {
+        self.object(kind, raw.parse().unwrap_or(Value::Null))
+    }
+
+    /// A parsed object's frame: converted to the served version and shaped for the output.
+    fn object(&self, kind: &str, mut obj: Value) -> Bytes {
+        if crate::convert::needs_conversion(&self.def) {
             obj = crate::convert::from_storage(&self.def, obj);
         }
         let obj = output::event_object(self.output, &self.def, obj, self.include);
