@@ -11,6 +11,7 @@ struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    etcd: HistogramVec,
     watchers: IntGaugeVec,
 }
 
@@ -36,6 +37,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["verb", "group", "version", "resource", "subresource", "scope"],
     )
     .expect("valid metric");
+    let etcd = HistogramVec::new(
+        HistogramOpts::new(
+            "etcd_request_duration_seconds",
+            "Etcd request latency in seconds for each operation and object type.",
+        )
+        .buckets(vec![
+            0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0,
+            8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+        ]),
+        &["operation", "type"],
+    )
+    .expect("valid metric");
     let watchers = IntGaugeVec::new(
         Opts::new(
             "apiserver_registered_watchers",
@@ -47,6 +60,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     for c in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(latency.clone()),
+        Box::new(etcd.clone()),
         Box::new(watchers.clone()),
     ] {
         let _ = registry.register(c);
@@ -61,6 +75,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         registry,
         requests,
         latency,
+        etcd,
         watchers,
     }
 });
@@ -105,6 +120,26 @@ pub fn observe(l: &RequestLabels, code: u16, seconds: f64) {
     }
 }
 
+/// Records one call to the store: `operation` as upstream names it (`create`, `get`, `list`,
+/// `update`, `delete`, `compact`), `key` the key or prefix it was about.
+pub fn observe_etcd(operation: &str, key: &[u8], seconds: f64) {
+    METRICS
+        .etcd
+        .with_label_values(&[operation, object_type(key)])
+        .observe(seconds);
+}
+
+/// The resource prefix of a store key, `/registry/pods` for `/registry/pods/ns/name`: the
+/// `type` label of `etcd_request_duration_seconds`, a bounded set of values.
+fn object_type(key: &[u8]) -> &str {
+    let key = std::str::from_utf8(key).unwrap_or("");
+    let Some(rest) = key.strip_prefix("/registry/") else {
+        return "other";
+    };
+    let end = rest.find('/').map_or(key.len(), |i| "/registry/".len() + i);
+    &key[..end]
+}
+
 pub fn watchers_inc(def: &ResourceDef) {
     METRICS
         .watchers
@@ -124,4 +159,16 @@ pub fn render() -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn object_types_are_resource_prefixes() {
+        assert_eq!(super::object_type(b"/registry/pods/ns/a"), "/registry/pods");
+        assert_eq!(super::object_type(b"/registry/pods/"), "/registry/pods");
+        assert_eq!(super::object_type(b"/registry/nodes"), "/registry/nodes");
+        assert_eq!(super::object_type(b"/other"), "other");
+        assert_eq!(super::object_type(b"\xff"), "other");
+    }
 }

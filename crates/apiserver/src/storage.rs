@@ -4,7 +4,8 @@
 //! Writes are optimistic: create is a Txn guarded by `create_revision == 0`, update and delete
 //! by `mod_revision == <the revision the caller read>`.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kumo_etcd_proto::mvccpb;
@@ -150,32 +151,35 @@ impl Store {
 
     /// The current store revision (a linearizable read).
     pub async fn current_revision(&self) -> Result<i64, StoreError> {
-        let resp = self
-            .kv
-            .clone()
-            .range(pb::RangeRequest {
-                key: b"/registry/kumo-revision-probe".to_vec(),
+        let key = b"/registry/kumo-revision-probe";
+        let resp = timed(
+            "count",
+            key,
+            self.kv.clone().range(pb::RangeRequest {
+                key: key.to_vec(),
                 count_only: true,
                 ..Default::default()
-            })
-            .await
-            .map_err(StoreError::from_status)?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(StoreError::from_status)?
+        .into_inner();
         Ok(resp.header.map(|h| h.revision).unwrap_or(0))
     }
 
     /// Reads one key (linearizable).
     pub async fn get(&self, key: &str) -> Result<(Option<Kv>, i64), StoreError> {
-        let resp = self
-            .kv
-            .clone()
-            .range(pb::RangeRequest {
+        let resp = timed(
+            "get",
+            key.as_bytes(),
+            self.kv.clone().range(pb::RangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..Default::default()
-            })
-            .await
-            .map_err(StoreError::from_status)?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(StoreError::from_status)?
+        .into_inner();
         let rev = resp.header.map(|h| h.revision).unwrap_or(0);
         Ok((resp.kvs.into_iter().next().map(Kv::from_pb), rev))
     }
@@ -188,19 +192,20 @@ impl Store {
         revision: i64,
         limit: i64,
     ) -> Result<Page, StoreError> {
-        let resp = self
-            .kv
-            .clone()
-            .range(pb::RangeRequest {
+        let resp = timed(
+            "list",
+            start,
+            self.kv.clone().range(pb::RangeRequest {
                 key: start.to_vec(),
                 range_end: end.to_vec(),
                 revision,
                 limit,
                 ..Default::default()
-            })
-            .await
-            .map_err(StoreError::from_status)?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(StoreError::from_status)?
+        .into_inner();
         Ok(Page {
             revision: resp.header.map(|h| h.revision).unwrap_or(0),
             more: resp.more,
@@ -210,14 +215,15 @@ impl Store {
 
     async fn txn(
         &self,
+        operation: &str,
         key: &str,
         cmp: pb::Compare,
         success: request_op::Request,
     ) -> Result<WriteOutcome, StoreError> {
-        let resp = self
-            .kv
-            .clone()
-            .txn(pb::TxnRequest {
+        let resp = timed(
+            operation,
+            key.as_bytes(),
+            self.kv.clone().txn(pb::TxnRequest {
                 compare: vec![cmp],
                 success: vec![pb::RequestOp {
                     request: Some(success),
@@ -228,10 +234,11 @@ impl Store {
                         ..Default::default()
                     })),
                 }],
-            })
-            .await
-            .map_err(StoreError::from_status)?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(StoreError::from_status)?
+        .into_inner();
         let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
         if resp.succeeded {
             return Ok(WriteOutcome::Ok(rev));
@@ -259,7 +266,7 @@ impl Store {
             value,
             ..Default::default()
         });
-        self.txn(key, cmp, put).await
+        self.txn("create", key, cmp, put).await
     }
 
     /// Replaces `key` if its mod revision is still `expected`.
@@ -274,7 +281,8 @@ impl Store {
             value,
             ..Default::default()
         });
-        self.txn(key, mod_equals(key, expected), put).await
+        self.txn("update", key, mod_equals(key, expected), put)
+            .await
     }
 
     /// Deletes `key` if its mod revision is still `expected`.
@@ -283,7 +291,8 @@ impl Store {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         });
-        self.txn(key, mod_equals(key, expected), del).await
+        self.txn("delete", key, mod_equals(key, expected), del)
+            .await
     }
 
     /// Watches every key under `prefix` from `start_revision`, with progress notifications.
@@ -389,16 +398,26 @@ impl Store {
     /// Compacts history up to `revision` (the apiserver's periodic compaction, like upstream's
     /// 5-minute compactor).
     pub async fn compact(&self, revision: i64) -> Result<(), StoreError> {
-        self.kv
-            .clone()
-            .compact(pb::CompactionRequest {
+        timed(
+            "compact",
+            b"/registry/",
+            self.kv.clone().compact(pb::CompactionRequest {
                 revision,
                 physical: false,
-            })
-            .await
-            .map_err(StoreError::from_status)?;
+            }),
+        )
+        .await
+        .map_err(StoreError::from_status)?;
         Ok(())
     }
+}
+
+/// Awaits one store call, recording its latency as `etcd_request_duration_seconds`.
+async fn timed<T>(operation: &str, key: &[u8], call: impl Future<Output = T>) -> T {
+    let start = Instant::now();
+    let out = call.await;
+    crate::metrics::observe_etcd(operation, key, start.elapsed().as_secs_f64());
+    out
 }
 
 fn mod_equals(key: &str, expected: i64) -> pb::Compare {

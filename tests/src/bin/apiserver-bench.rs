@@ -895,6 +895,8 @@ struct CreatePhase {
     watchers_ended: usize,
     cpu: Cpu,
     load: String,
+    /// Where the time went by the servers' own histograms (see [`server_view`]).
+    server: String,
 }
 
 #[derive(Default)]
@@ -1211,6 +1213,161 @@ async fn warm_up(client: &Client, conns: usize) {
     }
 }
 
+/// The apiserver's and the store's `/metrics` text at one moment.
+struct Scrape {
+    api: String,
+    store: String,
+}
+
+async fn scrape(client: &Client, api: &ApiServerProc) -> Scrape {
+    let api_text = match http::Request::get("/metrics")
+        .header(http::header::ACCEPT, "text/plain")
+        .body(Vec::new())
+    {
+        Ok(req) => client.request_text(req).await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let url = format!("{}/metrics", api.store.metrics_url());
+    let store = tokio::task::spawn_blocking(move || {
+        kumo_tests::http_get(&url, Duration::from_secs(10))
+            .map(|r| r.body)
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    Scrape {
+        api: api_text,
+        store,
+    }
+}
+
+/// Cumulative bucket counts `(le, count)` of the histogram `name` in a Prometheus text
+/// exposition, summed over the series carrying every pair of `labels`.
+fn buckets(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((lbls, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let pairs: Vec<(&str, &str)> = lbls
+            .split("\",")
+            .filter_map(|kv| kv.split_once("=\""))
+            .map(|(k, v)| (k, v.trim_end_matches('"')))
+            .collect();
+        if !labels.iter().all(|want| pairs.contains(want)) {
+            continue;
+        }
+        let Some(le) = pairs.iter().find(|(k, _)| *k == "le").map(|(_, v)| *v) else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        match out.iter_mut().find(|(l, _)| *l == le) {
+            Some(b) => b.1 += v,
+            None => out.push((le, v)),
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// How many observations of a histogram fell between two scrapes, how many of them above
+/// the first bucket bound ≥ `threshold` (that bound), and the bucket bound of the 99th
+/// percentile. `None` when the histogram is missing or saw nothing.
+fn over(
+    before: &str,
+    after: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    threshold: f64,
+) -> Option<String> {
+    let b = buckets(before, name, labels);
+    let a = buckets(after, name, labels);
+    let at = |v: &[(f64, f64)], le: f64| {
+        v.iter()
+            .find(|(l, _)| *l == le)
+            .map(|(_, c)| *c)
+            .unwrap_or(0.0)
+    };
+    let diff: Vec<(f64, f64)> = a.iter().map(|(le, c)| (*le, c - at(&b, *le))).collect();
+    let total = diff.last().map(|(_, c)| *c).unwrap_or(0.0);
+    if total <= 0.0 {
+        return None;
+    }
+    let (bound, under) = diff.iter().find(|(le, _)| *le >= threshold).copied()?;
+    let p99 = diff
+        .iter()
+        .find(|(_, c)| *c >= 0.99 * total)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::INFINITY);
+    Some(format!(
+        "{:.0} of {total:.0} over {bound} s (p99 ≤ {p99} s)",
+        total - under
+    ))
+}
+
+/// The servers' own view of a create phase: the apiserver's request latency for pod
+/// creates, its calls to the store, and the store's WAL fsyncs and backend commits.
+fn server_view(before: &Scrape, after: &Scrape) -> String {
+    let parts = [
+        (
+            "apiserver POST pods",
+            over(
+                &before.api,
+                &after.api,
+                "apiserver_request_duration_seconds",
+                &[("verb", "POST"), ("resource", "pods"), ("subresource", "")],
+                0.1,
+            ),
+        ),
+        (
+            "its store creates",
+            over(
+                &before.api,
+                &after.api,
+                "etcd_request_duration_seconds",
+                &[("operation", "create"), ("type", "/registry/pods")],
+                0.1,
+            ),
+        ),
+        (
+            "store WAL fsync",
+            over(
+                &before.store,
+                &after.store,
+                "etcd_disk_wal_fsync_duration_seconds",
+                &[],
+                0.1,
+            ),
+        ),
+        (
+            "store backend commit",
+            over(
+                &before.store,
+                &after.store,
+                "etcd_disk_backend_commit_duration_seconds",
+                &[],
+                0.1,
+            ),
+        ),
+    ];
+    parts
+        .into_iter()
+        .filter_map(|(what, v)| v.map(|v| format!("{what} {v}")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 async fn create_phase(
     api: &ApiServerProc,
     mode: WatchMode,
@@ -1344,6 +1501,7 @@ async fn create_phase(
         &format!("{}-create-{}", store_label(api), mode.name()),
     );
     let load_before = loadavg();
+    let scrape_before = scrape(&cclient, api).await;
     let mark = cpu_mark(api);
     let total = (f64::from(args.rate) * args.duration().as_secs_f64()).round() as usize;
     let sem = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
@@ -1438,6 +1596,7 @@ async fn create_phase(
     }
     let cpu = cpu_since(&mark, api);
     perf.stop();
+    let server = server_view(&scrape_before, &scrape(&cclient, api).await);
     let load = format!("{load_before} → {}", loadavg());
     let _ = stop_tx.send(true);
     let mut delivery = Histogram::default();
@@ -1477,6 +1636,7 @@ async fn create_phase(
         watchers_ended,
         cpu,
         load,
+        server,
     })
 }
 
@@ -1603,6 +1763,7 @@ async fn bench_store(kind: StoreKind, args: &Args) -> Result<StoreReport> {
                 p.expected,
                 p.cpu.cores()
             );
+            println!("      by the servers' histograms: {}", p.server);
             if let Some(e) = &p.first_error {
                 println!("      first create error: {e}");
             }
@@ -1836,6 +1997,14 @@ fn markdown(reps: &mut [StoreReport], args: &Args) -> String {
             },
         );
         row(
+            &format!("[{m} watches] slow calls by the servers' own histograms"),
+            "",
+            &mut |r| match find(r) {
+                Some(i) if !r.phases[i].server.is_empty() => r.phases[i].server.clone(),
+                _ => "-".into(),
+            },
+        );
+        row(
             &format!("[{m} watches] watch delivery p50 / p99 / max, ms"),
             "",
             &mut |r| match find(r) {
@@ -2049,6 +2218,21 @@ mod tests {
         assert_eq!(h.percentile_ms(50.0), 50.0);
         assert_eq!(h.percentile_ms(99.0), 99.0);
         assert_eq!(h.percentile_ms(100.0), 100.0);
+    }
+
+    #[test]
+    fn histogram_differences() {
+        let before = "x_bucket{verb=\"POST\",le=\"0.1\"} 5\nx_bucket{verb=\"POST\",le=\"0.2\"} 6\nx_bucket{verb=\"POST\",le=\"+Inf\"} 6\nx_bucket{verb=\"GET\",le=\"+Inf\"} 9\n";
+        let after = "x_bucket{verb=\"POST\",le=\"0.1\"} 100\nx_bucket{verb=\"POST\",le=\"0.2\"} 104\nx_bucket{verb=\"POST\",le=\"+Inf\"} 106\nx_bucket{verb=\"GET\",le=\"+Inf\"} 50\n";
+        assert_eq!(
+            super::buckets(after, "x", &[("verb", "POST")]),
+            vec![(0.1, 100.0), (0.2, 104.0), (f64::INFINITY, 106.0)]
+        );
+        assert_eq!(
+            super::over(before, after, "x", &[("verb", "POST")], 0.1).as_deref(),
+            Some("5 of 100 over 0.1 s (p99 ≤ inf s)")
+        );
+        assert_eq!(super::over(after, after, "x", &[], 0.1), None);
     }
 
     #[test]
