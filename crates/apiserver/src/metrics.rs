@@ -15,6 +15,12 @@ struct Metrics {
     watchers: IntGaugeVec,
 }
 
+/// Upstream's buckets for request and etcd latencies, in seconds.
+const LATENCY_BUCKETS: [f64; 23] = [
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
     let requests = IntCounterVec::new(
@@ -30,10 +36,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "apiserver_request_duration_seconds",
             "Response latency distribution in seconds for each verb, group, version, resource, subresource, scope and component.",
         )
-        .buckets(vec![
-            0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0,
-            8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
-        ]),
+        .buckets(LATENCY_BUCKETS.to_vec()),
         &["verb", "group", "version", "resource", "subresource", "scope"],
     )
     .expect("valid metric");
@@ -42,10 +45,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "etcd_request_duration_seconds",
             "Etcd request latency in seconds for each operation and object type.",
         )
-        .buckets(vec![
-            0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0,
-            8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
-        ]),
+        .buckets(LATENCY_BUCKETS.to_vec()),
         &["operation", "type"],
     )
     .expect("valid metric");
