@@ -68,6 +68,14 @@ while True:
     if not cont:
         break
 check(names == [f"cm{i}" for i in range(7)] and pages == 3, f"paging ({pages} pages)")
+# every page shows the list as it was at the first page's resourceVersion
+first = core.list_namespaced_config_map(NS, limit=2, label_selector="i")
+core.patch_namespaced_config_map("cm3", NS, {"data": {"k": "later"}})
+core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cm2a", labels={"i": "x"})))
+rest = core.list_namespaced_config_map(NS, limit=10, _continue=first.metadata._continue, label_selector="i")
+check([c.metadata.name for c in rest.items] == [f"cm{i}" for i in range(2, 7)], f"later pages are a snapshot {[c.metadata.name for c in rest.items]}")
+check(rest.metadata.resource_version == first.metadata.resource_version and (rest.items[1].data or {}).get("k") != "later", "later pages keep the first page's resourceVersion and contents")
+core.delete_namespaced_config_map("cm2a", NS)
 
 # patches: merge, strategic, json, apply
 core.patch_namespaced_config_map("cm0", NS, {"metadata": {"labels": {"patched": "merge"}}})

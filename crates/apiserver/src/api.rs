@@ -174,6 +174,17 @@ pub(crate) fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
 
 /// Upstream's `NewTooLargeResourceVersionError`: 504 Timeout with the
 /// `ResourceVersionTooLarge` cause clients (client-go's reflector) look for, retry after 1 s.
+/// `410 Gone` for a continue token (`paging`) or resourceVersion the store compacted away,
+/// with upstream's messages.
+fn expired(paging: bool) -> ApiError {
+    if !paging {
+        return ApiError::gone("The resourceVersion for the provided list is too old.");
+    }
+    ApiError::gone(
+        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+    )
+}
+
 pub fn too_large_resource_version(rv: i64, current: i64) -> ApiError {
     let mut e = ApiError::timeout(format!(
         "Timeout: Too large resource version: {rv}, current: {current}"
@@ -279,23 +290,19 @@ impl Api {
                 ));
             }
             return self
-                .list_from_store(def, &prefix, &format!("{prefix}{start}"), rv, opts)
+                .list_at(def, &prefix, &format!("{prefix}{start}"), rv, opts)
                 .await;
         }
         let rv_match = opts.resource_version_match.as_deref();
         match (opts.resource_version.as_deref(), rv_match) {
             (Some(rv), Some("Exact")) => {
                 let rv = parse_rv(rv)?;
-                return self.list_from_store(def, &prefix, &prefix, rv, opts).await;
+                return self.list_at(def, &prefix, &prefix, rv, opts).await;
             }
             (Some(rv), Some("NotOlderThan")) | (Some(rv), None) if !rv.is_empty() => {
                 let rv = parse_rv(rv)?;
                 if rv > 0 && !self.cache.wait_for(rv, FRESHNESS_WAIT).await {
                     return Err(too_large_resource_version(rv, self.cache.revision()));
-                }
-                if opts.limit.is_some() && rv > 0 {
-                    // Paged lists at a revision read the store so pages are consistent.
-                    return self.list_from_store(def, &prefix, &prefix, 0, opts).await;
                 }
                 return Ok(self.list_from_cache(&prefix, opts));
             }
@@ -312,9 +319,6 @@ impl Api {
             _ => {}
         }
         // Consistent list: the cache once it has caught up with the store's revision.
-        if opts.limit.is_some() {
-            return self.list_from_store(def, &prefix, &prefix, 0, opts).await;
-        }
         let current = self.store.current_revision().await.map_err(store_error)?;
         if self.cache.wait_for(current, FRESHNESS_WAIT).await {
             return Ok(self.list_from_cache(&prefix, opts));
@@ -343,6 +347,50 @@ impl Api {
             continue_token,
             remaining,
         }
+    }
+
+    /// A LIST at a past revision (a continued page or an exact resourceVersion): from the
+    /// watch cache's history while it reaches back that far, else from the store. Either
+    /// way a revision the store compacted away is `410 Gone`, as on upstream.
+    async fn list_at(
+        &self,
+        def: &ResourceDef,
+        prefix: &str,
+        start: &str,
+        rv: i64,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
+        if rv <= 0 || !self.cache.wait_for(rv, FRESHNESS_WAIT).await {
+            return self.list_from_store(def, prefix, start, rv, opts).await;
+        }
+        self.store.check_revision(rv).await.map_err(|e| match e {
+            StoreError::Compacted { .. } => expired(opts.continue_token.is_some()),
+            other => store_error(other),
+        })?;
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(0);
+        let unfiltered = opts.labels.is_empty() && opts.fields.is_empty();
+        let Some(page) = self.cache.page_at(
+            prefix,
+            start,
+            rv,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+            &|e| opts.matches(e),
+            unfiltered,
+        ) else {
+            return self.list_from_store(def, prefix, start, rv, opts).await;
+        };
+        let continue_token = match page.items.last() {
+            Some(last) if page.rest > 0 => {
+                Some(encode_continue(rv, &format!("{}\u{0}", last.key), prefix))
+            }
+            _ => None,
+        };
+        Ok(ListResult {
+            remaining: (unfiltered && page.rest > 0).then_some(page.rest as i64),
+            items: page.items,
+            resource_version: rv,
+            continue_token,
+        })
     }
 
     async fn list_from_store(
@@ -374,9 +422,7 @@ impl Api {
                 .range(&key, &end, rev, page_size)
                 .await
                 .map_err(|e| match e {
-                    StoreError::Compacted { .. } => ApiError::gone(
-                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-                    ),
+                    StoreError::Compacted { .. } => expired(opts.continue_token.is_some()),
                     other => store_error(other),
                 })?;
             if rev == 0 {
@@ -391,12 +437,13 @@ impl Api {
                     if let Some(e) = Entry::from_store(&kv.key, &kv.value, kv.mod_revision)
                         && opts.matches(&e)
                     {
-                        let last: &Arc<Entry> = items.last().expect("limit > 0 items");
-                        let token = encode_continue(rev, &format!("{}\u{0}", last.key), prefix);
+                        let token = items.last().map(|last: &Arc<Entry>| {
+                            encode_continue(rev, &format!("{}\u{0}", last.key), prefix)
+                        });
                         return Ok(ListResult {
                             items,
                             resource_version: rev,
-                            continue_token: Some(token),
+                            continue_token: token,
                             remaining: None,
                         });
                     }

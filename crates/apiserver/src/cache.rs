@@ -615,6 +615,14 @@ impl Drop for CacheWatch {
     }
 }
 
+/// A page of objects as they were at a past revision ([`Cache::page_at`]).
+#[derive(Debug)]
+pub struct PageAt {
+    pub items: Vec<Arc<Entry>>,
+    /// How many more objects passed the filter after the page (at most 1 unless counted).
+    pub rest: usize,
+}
+
 /// Why a watch could not start.
 #[derive(Debug)]
 pub enum WatchError {
@@ -857,6 +865,65 @@ impl Cache {
         (under(&inner.objects, prefix), inner.rev)
     }
 
+    /// Up to `limit` objects (0 = all) passing `matches`, from key `start` on under `prefix`,
+    /// as they were at revision `rv`: the current objects with every change after `rv`
+    /// undone from the history. With `count_rest` the objects after the page are counted;
+    /// without, counting stops at the first. `None` when the history does not reach back to `rv` (or `rv`
+    /// is ahead of the cache); the caller reads the store instead.
+    pub fn page_at(
+        &self,
+        prefix: &str,
+        start: &str,
+        rv: i64,
+        limit: usize,
+        matches: &dyn Fn(&Entry) -> bool,
+        count_rest: bool,
+    ) -> Option<PageAt> {
+        let inner = self.inner.read();
+        if rv < inner.history_start || rv > inner.rev {
+            return None;
+        }
+        // Each key changed after `rv`, with its state at `rv` (`None`: it did not exist):
+        // the version its first later event replaced.
+        let mut past: BTreeMap<&str, Option<&Arc<Entry>>> = BTreeMap::new();
+        let from = inner.history.partition_point(|e| e.rv <= rv);
+        for ev in inner.history.range(from..) {
+            let key = &*ev.entry.key;
+            if key >= start && key.starts_with(prefix) {
+                past.entry(key).or_insert(match ev.kind {
+                    EventType::Added => None,
+                    EventType::Modified | EventType::Deleted => ev.prev.as_ref(),
+                });
+            }
+        }
+        let mut current = inner
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| !past.contains_key(&***k))
+            .map(|(_, e)| e)
+            .peekable();
+        let mut then = past.values().filter_map(|e| *e).peekable();
+        let merged = std::iter::from_fn(|| match (current.peek(), then.peek()) {
+            (Some(c), Some(t)) if t.key < c.key => then.next(),
+            (Some(_), _) => current.next(),
+            (None, _) => then.next(),
+        });
+        let mut items = Vec::new();
+        let mut rest = 0usize;
+        for e in merged.filter(|e| matches(e)) {
+            if limit == 0 || items.len() < limit {
+                items.push(e.clone());
+            } else {
+                rest += 1;
+                if !count_rest {
+                    break;
+                }
+            }
+        }
+        Some(PageAt { items, rest })
+    }
+
     /// One object.
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
         self.inner.read().objects.get(key).cloned()
@@ -886,10 +953,11 @@ impl Cache {
                         oldest: inner.history_start + 1,
                     });
                 }
+                let from = inner.history.partition_point(|e| e.rv <= rv);
                 let backlog = inner
                     .history
-                    .iter()
-                    .filter(|e| e.rv > rv && e.entry.key.starts_with(prefix))
+                    .range(from..)
+                    .filter(|e| e.entry.key.starts_with(prefix))
                     .cloned()
                     .collect();
                 (backlog, Vec::new(), rv.max(inner.rev))
@@ -1054,6 +1122,92 @@ mod tests {
         let inner = cache.inner.read();
         assert!(inner.watchers.by_node.is_empty());
         assert_eq!(inner.watchers.len(), 1);
+    }
+
+    #[test]
+    fn pages_at_a_past_revision_undo_later_changes() {
+        let cache = Cache::new();
+        let key = |n: &str| format!("/registry/pods/default/{n}");
+        let image = |e: &Arc<Entry>| {
+            e.object()["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        // At revision 4: a (web:1), b (web:1), c (web:1); d does not exist yet.
+        for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
+            cache.apply_put(&key(n), &verbose_pod(n, "web:1"), i as i64 + 1);
+        }
+        cache.apply_put(&key("x"), &verbose_pod("x", "web:1"), 4);
+        cache.apply_delete(&key("x"), 5);
+        cache.apply_put(&key("x"), &verbose_pod("x", "web:9"), 6);
+        // Later: a changes twice, b is deleted, d is created, x goes again.
+        cache.apply_put(&key("a"), &verbose_pod("a", "web:2"), 7);
+        cache.apply_put(&key("a"), &verbose_pod("a", "web:3"), 8);
+        cache.apply_delete(&key("b"), 9);
+        cache.apply_put(&key("d"), &verbose_pod("d", "web:1"), 10);
+        cache.apply_delete(&key("x"), 11);
+        let all = |_: &Entry| true;
+        let at = |rv, start: &str, limit| {
+            let p = cache
+                .page_at("/registry/pods/", start, rv, limit, &all, true)
+                .expect("in history");
+            let got: Vec<(String, String, i64)> = p
+                .items
+                .iter()
+                .map(|e| (e.name().to_string(), image(e), e.rv))
+                .collect();
+            (got, p.rest)
+        };
+        let row = |n: &str, img: &str, rv| (n.to_string(), img.to_string(), rv);
+        assert_eq!(
+            at(4, "/registry/pods/", 0),
+            (
+                vec![
+                    row("a", "web:1", 1),
+                    row("b", "web:1", 2),
+                    row("c", "web:1", 3),
+                    row("x", "web:1", 4)
+                ],
+                0
+            )
+        );
+        assert_eq!(
+            at(5, "/registry/pods/", 2),
+            (vec![row("a", "web:1", 1), row("b", "web:1", 2)], 1)
+        );
+        assert_eq!(
+            at(8, &format!("{}\u{0}", key("a")), 2),
+            (vec![row("b", "web:1", 2), row("c", "web:1", 3)], 1)
+        );
+        assert_eq!(
+            at(11, "/registry/pods/", 0),
+            (
+                vec![
+                    row("a", "web:3", 8),
+                    row("c", "web:1", 3),
+                    row("d", "web:1", 10)
+                ],
+                0
+            )
+        );
+        let only_c = |e: &Entry| e.name() == "c";
+        let p = cache
+            .page_at("/registry/pods/", "/registry/pods/", 6, 1, &only_c, false)
+            .expect("in history");
+        assert_eq!((p.items.len(), p.rest), (1, 0));
+        // Beyond the history, or ahead of the cache: the store's business.
+        cache.inner.write().history_start = 5;
+        assert!(
+            cache
+                .page_at("/registry/pods/", "/registry/pods/", 4, 0, &all, true)
+                .is_none()
+        );
+        assert!(
+            cache
+                .page_at("/registry/pods/", "/registry/pods/", 12, 0, &all, true)
+                .is_none()
+        );
     }
 
     #[test]

@@ -167,6 +167,25 @@ impl Store {
         Ok(resp.header.map(|h| h.revision).unwrap_or(0))
     }
 
+    /// Whether the store still serves reads at `revision`: `Compacted` once it was compacted
+    /// away (an RPC error for a future revision).
+    pub async fn check_revision(&self, revision: i64) -> Result<(), StoreError> {
+        let key = b"/registry/kumo-revision-probe";
+        timed(
+            "count",
+            key,
+            self.kv.clone().range(pb::RangeRequest {
+                key: key.to_vec(),
+                count_only: true,
+                revision,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(StoreError::from_status)?;
+        Ok(())
+    }
+
     /// Reads one key (linearizable).
     pub async fn get(&self, key: &str) -> Result<(Option<Kv>, i64), StoreError> {
         let resp = timed(
