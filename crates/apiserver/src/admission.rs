@@ -18,22 +18,31 @@ const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// RBAC: may `user` do `info`? 403 with upstream's message otherwise.
 pub fn authorize(api: &Arc<Api>, user: &User, info: &RequestInfo) -> Result<(), ApiError> {
+    authorize_attributes(api, user, &crate::authz::attributes(info))
+}
+
+/// Authorizes `attrs` for `user` (the Node authorizer, then RBAC); a denial is upstream's
+/// 403 `Status`, naming the object in `details`.
+pub fn authorize_attributes(
+    api: &Arc<Api>,
+    user: &User,
+    attrs: &kumo_auth::Attributes,
+) -> Result<(), ApiError> {
     let Some(a) = &api.authorizer else {
         return Ok(());
     };
-    let attrs = crate::authz::attributes(info);
-    if crate::authz::node_authorize(&api.cache, a.source(), user, &attrs) == Some(true) {
+    if crate::authz::node_authorize(&api.cache, a.source(), user, attrs) == Some(true) {
         return Ok(());
     }
-    match a.authorize(user, &attrs) {
+    match a.authorize(user, attrs) {
         kumo_auth::Decision::Allow => Ok(()),
         kumo_auth::Decision::Deny(reason) => {
             let mut e = ApiError::forbidden(kumo_auth::rbac::forbidden_status_message(
-                user, &attrs, &reason,
+                user, attrs, &reason,
             ));
-            if let RequestInfo::Resource { req, .. } = info {
-                e = e.with_details(&req.group, &req.resource, req.name.as_deref().unwrap_or(""));
-                e.name = req.name.clone();
+            if attrs.resource_request {
+                e = e.with_details(&attrs.api_group, &attrs.resource, &attrs.name);
+                e.name = (!attrs.name.is_empty()).then(|| attrs.name.clone());
             }
             Err(e)
         }

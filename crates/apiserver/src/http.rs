@@ -118,6 +118,10 @@ where
         Ok(q) => q,
         Err(e) => return body::error(&e),
     };
+    let user = match crate::impersonation::apply(&api, user, &mut parts.headers) {
+        Ok(u) => u,
+        Err(e) => return body::error(&e),
+    };
     let header = |h: http::header::HeaderName| {
         parts
             .headers

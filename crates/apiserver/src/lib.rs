@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod fields;
 pub mod fuzzing;
 pub mod http;
+pub mod impersonation;
 pub mod kubelet_client;
 pub mod metrics;
 pub mod objects;

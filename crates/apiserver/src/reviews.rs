@@ -51,9 +51,17 @@ fn attrs_from(spec: &Value, ns_override: Option<&str>) -> kumo_auth::Attributes 
     }
 }
 
+/// The decision of the request path's authorizers, in its order: the Node authorizer, then
+/// RBAC.
 fn decide(ctx: &Ctx, user: &User, attrs: &kumo_auth::Attributes) -> Value {
     match &ctx.api.authorizer {
         None => json!({"allowed": true}),
+        Some(a)
+            if crate::authz::node_authorize(&ctx.api.cache, a.source(), user, attrs)
+                == Some(true) =>
+        {
+            json!({"allowed": true})
+        }
         Some(a) => match a.authorize(user, attrs) {
             kumo_auth::Decision::Allow => {
                 json!({"allowed": true, "reason": "RBAC: allowed"})

@@ -188,4 +188,51 @@ fn node_and_user_authorization() {
     assert!(!ok && out.contains("Forbidden"), "{out}");
     let (ok, out) = run(&node, &["get", "secrets"]);
     assert!(!ok && out.contains("Forbidden"), "list of secrets: {out}");
+
+    // Impersonation (`--as`, `--as-group`): the admin acts as others, with their rights only.
+    let (ok, out) = run(
+        &admin,
+        &[
+            "auth",
+            "whoami",
+            "--as",
+            "jane",
+            "--as-group",
+            "devs",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ],
+    );
+    assert!(
+        ok && out.contains("jane") && out.contains("devs") && out.contains("system:authenticated"),
+        "{out}"
+    );
+    let (ok, out) = run(&admin, &["get", "pods", "--as", "jane"]);
+    assert!(
+        !ok && out.contains("User \"jane\" cannot list resource \"pods\""),
+        "{out}"
+    );
+    let sa = "system:serviceaccount:default:default";
+    let (_, out) = run(&admin, &["auth", "can-i", "create", "pods", "--as", sa]);
+    assert!(out.trim_end().ends_with("no"), "{out}");
+    let (_, out) = run(
+        &admin,
+        &[
+            "auth",
+            "can-i",
+            "get",
+            "secret/s1",
+            "--as",
+            "system:node:n1",
+            "--as-group",
+            "system:nodes",
+        ],
+    );
+    assert!(out.trim_end().ends_with("yes"), "{out}");
+    // … and a user without the `impersonate` verb cannot.
+    let (ok, out) = run(&nobody, &["get", "pods", "--as", "kubernetes-admin"]);
+    assert!(
+        !ok && out.contains("User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{out}"
+    );
 }
