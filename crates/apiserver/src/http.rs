@@ -630,6 +630,7 @@ async fn prepare(
     if csr {
         crate::csr::admit(ctx, old, new, subresource)?;
     }
+    kumo_registry::validate::omit_empty(def, new);
     if managed {
         let now = objects::now_rfc3339();
         let m = manager(ctx);

@@ -119,6 +119,16 @@ pub fn unknown_fields(def: &ResourceDef, obj: &Value) -> Vec<String> {
     }
 }
 
+/// Drops the optional fields that are `null`, empty lists or empty maps, as Go's JSON
+/// encoding of the typed object does (`omitempty`): `annotations: {}`, `finalizers: []` and
+/// the like are not stored. Custom resources: their metadata only.
+pub fn omit_empty(def: &ResourceDef, obj: &mut Value) {
+    match definition(def) {
+        Some(name) => schema::omit_empty_builtin(name, obj),
+        None => schema::omit_empty_metadata(obj),
+    }
+}
+
 /// The 400 of `fieldValidation=Strict`:
 /// `<Kind> in version "v1" cannot be handled as a <Kind>: strict decoding error: unknown field "spec.foo", …`.
 pub fn strict_error(def: &ResourceDef, unknown: &[String]) -> ApiError {

@@ -366,6 +366,87 @@ pub(crate) fn walk_metadata(obj: &Value) -> Walk {
     out
 }
 
+/// Drops what Go's JSON encoding of the typed object leaves out, so objects read back as from
+/// upstream: optional fields (not in their struct's `required`) that are `null`, an empty list
+/// or an empty map (`omitempty`). Structs stay, empty or not (`securityContext: {}`).
+pub(crate) fn omit_empty_builtin(def_name: &str, obj: &mut Value) {
+    if let (Some(target), Value::Object(m)) = (def(def_name), obj) {
+        omit_in_struct(target, m);
+    }
+}
+
+/// [`omit_empty_builtin`] for a custom resource: its `metadata` only (the rest is stored as
+/// sent, as upstream stores custom resources).
+pub(crate) fn omit_empty_metadata(obj: &mut Value) {
+    if let (Some(target), Some(Value::Object(m))) =
+        (def(OBJECT_META_SCHEMA), obj.get_mut("metadata"))
+    {
+        omit_in_struct(target, m);
+    }
+}
+
+fn omit_in_struct(target: &Value, m: &mut Map<String, Value>) {
+    let Some(props) = target.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    let required = |k: &str| {
+        target
+            .get("required")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.iter().any(|x| x.as_str() == Some(k)))
+    };
+    m.retain(|k, v| {
+        let Some(field) = props.get(k) else {
+            return true;
+        };
+        omit_in_value(v, field);
+        let empty = match v {
+            Value::Null => true,
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty() && is_map(field),
+            _ => false,
+        };
+        !empty || required(k)
+    });
+}
+
+fn omit_in_value(v: &mut Value, schema: &Value) {
+    if let Some(name) = ref_name(schema) {
+        if let (Some(target), Value::Object(m)) = (def(name), v)
+            && target.get("properties").is_some()
+        {
+            omit_in_struct(target, m);
+        }
+        return;
+    }
+    match v {
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    omit_in_value(item, item_schema);
+                }
+            }
+        }
+        Value::Object(m) => {
+            if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for item in m.values_mut() {
+                    omit_in_value(item, ap);
+                }
+            } else if schema.get("properties").is_some() {
+                omit_in_struct(schema, m);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a field schema is a Go map (`map[string]T`), not a struct.
+fn is_map(schema: &Value) -> bool {
+    ref_name(schema).is_none()
+        && schema.get("type").and_then(Value::as_str) == Some("object")
+        && schema.get("additionalProperties").is_some()
+}
+
 /// The offset Go's base64 decoder reports for bad input, or `None` when it decodes.
 pub(crate) fn base64_error(s: &str) -> Option<usize> {
     let b = s.as_bytes();

@@ -666,3 +666,38 @@ fn one_pass_decode_matches_parse_and_scan() {
         assert_eq!(ours.to_string(), theirs.to_string());
     }
 }
+
+#[test]
+fn empty_optional_collections_are_omitted_as_go_encodes() {
+    let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "annotations": {}, "labels": {}, "finalizers": [],
+            "ownerReferences": null},
+        "data": {}, "binaryData": {"b": "AA=="}});
+    omit_empty(&def("", "ConfigMap"), &mut cm);
+    assert_eq!(
+        cm,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "binaryData": {"b": "AA=="}})
+    );
+    // Deep: a pod template's empty maps and lists go; structs stay, empty or not; required
+    // lists stay even when empty.
+    let mut d = json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}, "matchExpressions": []},
+            "template": {"metadata": {"labels": {"app": "web"}, "annotations": {}},
+                "spec": {"containers": [{"name": "c", "image": "i", "env": [], "args": [],
+                    "resources": {}, "securityContext": {}}],
+                    "volumes": [{"name": "v", "emptyDir": {}}], "nodeSelector": {}}}}});
+    omit_empty(&def("apps", "Deployment"), &mut d);
+    assert_eq!(
+        d,
+        json!({"metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "i", "resources": {},
+                        "securityContext": {}}],
+                        "volumes": [{"name": "v", "emptyDir": {}}]}}}})
+    );
+    let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+    omit_empty(&def("", "Pod"), &mut pod);
+    assert_eq!(pod["spec"]["containers"], json!([]));
+}
