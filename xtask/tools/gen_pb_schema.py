@@ -11,10 +11,19 @@ reg = glob.glob(os.path.expanduser("~/.cargo/registry/src/*/"))[0]
 PB = sorted(glob.glob(reg + "k8s-pb-0.*"))[-1] + "/src/"
 OA = sorted(glob.glob(reg + "k8s-openapi-0.*"))[-1] + "/src/v1_33/"
 
+# JSON names with acronyms that camel-casing a Rust name cannot produce (used where k8s-openapi
+# has no name for the field).
+ACRONYMS = {"desiredApiVersion": "desiredAPIVersion", "downwardApi": "downwardAPI",
+            "insecureSkipTlsVerifyBackend": "insecureSkipTLSVerifyBackend", "shareId": "shareID",
+            "uId": "uid", "volumeId": "volumeID", "openApiv3Schema": "openAPIV3Schema",
+            "nonResourceUrLs": "nonResourceURLs", "podCidRs": "podCIDRs",
+            "serverAddressByClientCidRs": "serverAddressByClientCIDRs", "scaleIo": "scaleIO"}
+
 def camel(n):
     n = n.replace("r#", "").rstrip("_")
     parts = n.split("_")
-    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+    out = parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+    return ACRONYMS.get(out, out)
 
 # JSON names per (module, struct): from k8s-openapi's Deserialize field matches.
 json_names = {}
@@ -29,7 +38,8 @@ for f in glob.glob(OA + "**/*.rs", recursive=True):
         json_names[(mod, struct)] = names
 
 def resolve(modpath, ty):
-    ty = ty.strip()
+    # A type written over several lines keeps a trailing comma (`Option<\n T,\n>`).
+    ty = ty.strip().rstrip(",").strip()
     parts = ty.split("::")
     base = modpath.split(".")
     out = list(base)
@@ -81,8 +91,9 @@ for f in sorted(glob.glob(PB + "**/mod.rs", recursive=True)):
     if re.search(r"alpha|beta|testapigroup|^metrics|^kube_aggregator|apidiscovery", mod):
         continue
     text = open(f).read()
-    for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", text, re.S):
-        struct, body = m.group(1), m.group(2)
+    # An empty message is `pub struct X {}` on one line.
+    for m in re.finditer(r"pub struct (\w+) \{(?:\}|(.*?)\n\})", text, re.S):
+        struct, body = m.group(1), m.group(2) or ""
         names = json_names.get((mod, struct), {})
         print(f"message {mod}.{struct}")
         for attr, rname, ty in fields_of(body):

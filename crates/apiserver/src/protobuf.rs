@@ -479,6 +479,68 @@ mod tests {
     }
 
     #[test]
+    fn decodes_maps_of_quantities() {
+        // ResourceQuota{metadata: {name: q}, spec: {hard: {pods: "1"}}} (`kubectl create quota`)
+        let mut meta = Vec::new();
+        len_field(1, b"q", &mut meta);
+        let mut qty = Vec::new();
+        len_field(1, b"1", &mut qty);
+        let mut entry = Vec::new();
+        len_field(1, b"pods", &mut entry);
+        len_field(2, &qty, &mut entry);
+        let mut spec = Vec::new();
+        len_field(1, &entry, &mut spec);
+        let mut rq = Vec::new();
+        len_field(1, &meta, &mut rq);
+        len_field(2, &spec, &mut rq);
+        let mut tm = Vec::new();
+        len_field(1, b"v1", &mut tm);
+        len_field(2, b"ResourceQuota", &mut tm);
+        let mut body = b"k8s\0".to_vec();
+        len_field(1, &tm, &mut body);
+        len_field(2, &rq, &mut body);
+        let v = decode(&body).expect("decode");
+        assert_eq!(v["spec"]["hard"], json!({"pods": "1"}));
+        // JSON names with acronyms, as upstream spells them.
+        let json_names = |msg: &str| -> Vec<String> {
+            SCHEMA
+                .get(msg)
+                .map(|f| f.values().map(|f| f.json.clone()).collect())
+                .unwrap_or_default()
+        };
+        assert!(json_names("api.rbac.v1.PolicyRule").contains(&"nonResourceURLs".to_string()));
+        assert!(
+            json_names("api.authentication.v1.BoundObjectReference").contains(&"uid".to_string())
+        );
+        assert!(json_names("api.core.v1.VolumeSource").contains(&"downwardAPI".to_string()));
+        // Every message type a field names has a schema or is a well-known type.
+        let known = [
+            "apimachinery.pkg.apis.meta.v1.Time",
+            "apimachinery.pkg.apis.meta.v1.MicroTime",
+            "apimachinery.pkg.api.resource.Quantity",
+            "apimachinery.pkg.util.intstr.IntOrString",
+            "apimachinery.pkg.runtime.RawExtension",
+            "apimachinery.pkg.apis.meta.v1.FieldsV1",
+            "apiextensions_apiserver.pkg.apis.apiextensions.v1.JSON",
+            "apimachinery.pkg.apis.meta.v1.Duration",
+            "api.authentication.v1.ExtraValue",
+            "api.authorization.v1.ExtraValue",
+            "api.certificates.v1.ExtraValue",
+        ];
+        for (msg, fields) in SCHEMA.iter() {
+            for f in fields.values() {
+                if let Some(m) = &f.message {
+                    assert!(
+                        SCHEMA.contains_key(m) || known.contains(&m.as_str()),
+                        "{msg}.{} names {m}",
+                        f.json
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_a_bad_request_not_a_panic() {
         for body in [
             &b""[..],

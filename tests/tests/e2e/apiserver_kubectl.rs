@@ -215,6 +215,34 @@ fn flow(kind: StoreKind, version: &str) {
         !ok && err.contains("AlreadyExists") || err.contains("already exists"),
         "{err}"
     );
+    // Maps of quantities and acronym-named fields (1.32+ send these as protobuf).
+    k.ok(&[
+        "create",
+        "quota",
+        "q",
+        "-n",
+        "kt",
+        "--hard=pods=50,secrets=9",
+    ]);
+    assert_eq!(
+        k.jsonpath(&["get", "quota", "q", "-n", "kt"], "{.spec.hard.secrets}"),
+        "9"
+    );
+    k.ok(&[
+        "create",
+        "clusterrole",
+        "logs-reader",
+        "--verb=get",
+        "--non-resource-url=/logs",
+    ]);
+    assert_eq!(
+        k.jsonpath(
+            &["get", "clusterrole", "logs-reader"],
+            "{.rules[0].nonResourceURLs[0]}"
+        ),
+        "/logs"
+    );
+    k.ok(&["delete", "clusterrole", "logs-reader"]);
 
     // apply: create, then update a changed manifest
     let path = write(files, "deploy.yaml", DEPLOYMENT);
