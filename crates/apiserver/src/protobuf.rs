@@ -448,6 +448,17 @@ mod tests {
         out.extend_from_slice(data);
     }
 
+    /// `k8s\0` + Unknown{typeMeta: {v1, kind}, raw}.
+    fn envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
+        let mut tm = Vec::new();
+        len_field(1, b"v1", &mut tm);
+        len_field(2, kind.as_bytes(), &mut tm);
+        let mut body = b"k8s\0".to_vec();
+        len_field(1, &tm, &mut body);
+        len_field(2, raw, &mut body);
+        body
+    }
+
     #[test]
     fn decodes_a_namespace_envelope() {
         // ObjectMeta{name: "t1", labels: {a: b}, creationTimestamp: {}}
@@ -462,13 +473,7 @@ mod tests {
         let mut ns = Vec::new();
         len_field(1, &meta, &mut ns);
         len_field(2, b"", &mut ns);
-        let mut tm = Vec::new();
-        len_field(1, b"v1", &mut tm);
-        len_field(2, b"Namespace", &mut tm);
-        let mut body = b"k8s\0".to_vec();
-        len_field(1, &tm, &mut body);
-        len_field(2, &ns, &mut body);
-        let v = decode(&body).expect("decode");
+        let v = decode(&envelope("Namespace", &ns)).expect("decode");
         assert_eq!(v["kind"], "Namespace");
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["metadata"]["name"], "t1");
@@ -493,13 +498,7 @@ mod tests {
         let mut rq = Vec::new();
         len_field(1, &meta, &mut rq);
         len_field(2, &spec, &mut rq);
-        let mut tm = Vec::new();
-        len_field(1, b"v1", &mut tm);
-        len_field(2, b"ResourceQuota", &mut tm);
-        let mut body = b"k8s\0".to_vec();
-        len_field(1, &tm, &mut body);
-        len_field(2, &rq, &mut body);
-        let v = decode(&body).expect("decode");
+        let v = decode(&envelope("ResourceQuota", &rq)).expect("decode");
         assert_eq!(v["spec"]["hard"], json!({"pods": "1"}));
         // JSON names with acronyms, as upstream spells them.
         let json_names = |msg: &str| -> Vec<String> {
