@@ -554,6 +554,14 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mounts
 }
 
+/// Whether a container ended by the kernel's OOM killer under its memory limit, as
+/// containerd's CRI reports it: `OOMKilled` with exit code 137. containerd releases before the
+/// fix for containerd/containerd#8180 (the OOM event ordered before the exit event, 2.2)
+/// sometimes see the exit first and report `Error`, still with 137 (SIGKILL).
+pub fn oom_killed(reason: &str, exit_code: i64) -> bool {
+    exit_code == 137 && matches!(reason, "OOMKilled" | "Error")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
