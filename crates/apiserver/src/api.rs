@@ -172,8 +172,6 @@ pub(crate) fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     Ok((rv, start.to_string()))
 }
 
-/// Upstream's `NewTooLargeResourceVersionError`: 504 Timeout with the
-/// `ResourceVersionTooLarge` cause clients (client-go's reflector) look for, retry after 1 s.
 /// `410 Gone` for a continue token (`paging`) or resourceVersion the store compacted away,
 /// with upstream's messages.
 fn expired(paging: bool) -> ApiError {
@@ -185,6 +183,8 @@ fn expired(paging: bool) -> ApiError {
     )
 }
 
+/// Upstream's `NewTooLargeResourceVersionError`: 504 Timeout with the
+/// `ResourceVersionTooLarge` cause clients (client-go's reflector) look for, retry after 1 s.
 pub fn too_large_resource_version(rv: i64, current: i64) -> ApiError {
     let mut e = ApiError::timeout(format!(
         "Timeout: Too large resource version: {rv}, current: {current}"

@@ -24,6 +24,16 @@ use crate::storage::{Store, StoreError, StoreEvent, prefix_end};
 /// The root of everything the apiserver stores.
 pub const REGISTRY_PREFIX: &str = "/registry/";
 
+/// The resource part of a store key, `/registry/pods` for `/registry/pods/ns/name` (a group's
+/// for custom resources); `None` outside [`REGISTRY_PREFIX`].
+pub fn resource_prefix(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(REGISTRY_PREFIX)?;
+    let end = rest
+        .find('/')
+        .map_or(key.len(), |i| REGISTRY_PREFIX.len() + i);
+    Some(&key[..end])
+}
+
 /// One cached object.
 #[derive(Debug)]
 pub struct Entry {
@@ -577,10 +587,9 @@ pub const HISTORY_BYTES: usize = 128 * 1024 * 1024;
 /// The watch cache.
 pub struct Cache {
     inner: RwLock<Inner>,
-    /// Per resource (the key's first segment under `/registry/`; a group's for custom
-    /// resources), the first version the cache compressed: the dictionary of every later one
-    /// there. Objects of a kind repeat each other's text, so an 8 KB pod that LZ4 alone
-    /// takes to 3.4 KB takes ~0.4 KB against another pod.
+    /// Per resource ([`resource_prefix`]), the first version the cache compressed: the
+    /// dictionary of every later one there. Objects of a kind repeat each other's text, so an
+    /// 8 KB pod that LZ4 alone takes to 3.4 KB takes ~0.4 KB against another pod.
     dicts: parking_lot::Mutex<HashMap<Box<str>, Arc<[u8]>>>,
     rev_tx: watch::Sender<i64>,
     next_watcher: AtomicU64,
@@ -781,11 +790,7 @@ impl Cache {
         if entry.held() < PACK_MIN {
             return;
         }
-        let resource = entry
-            .key
-            .strip_prefix(REGISTRY_PREFIX)
-            .and_then(|k| k.split('/').next())
-            .unwrap_or("");
+        let resource = resource_prefix(&entry.key).unwrap_or("");
         let dict = {
             let mut dicts = self.dicts.lock();
             match dicts.get(resource) {
@@ -868,8 +873,8 @@ impl Cache {
     /// Up to `limit` objects (0 = all) passing `matches`, from key `start` on under `prefix`,
     /// as they were at revision `rv`: the current objects with every change after `rv`
     /// undone from the history. With `count_rest` the objects after the page are counted;
-    /// without, counting stops at the first. `None` when the history does not reach back to `rv` (or `rv`
-    /// is ahead of the cache); the caller reads the store instead.
+    /// without, counting stops at the first. `None` when the history does not reach back to
+    /// `rv` (or `rv` is ahead of the cache); the caller reads the store instead.
     pub fn page_at(
         &self,
         prefix: &str,

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use http::HeaderMap;
 use kumo_apimachinery::ApiError;
 
+use kumo_auth::authn::serviceaccount::{service_account_groups, split_service_account_username};
+
 use crate::api::{Api, User};
 
 const USER: &str = "impersonate-user";
@@ -68,7 +70,9 @@ impl Wanted {
         let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in headers {
             if let Some(key) = k.as_str().strip_prefix(EXTRA_PREFIX) {
-                let key = percent_decode(key);
+                let key = percent_encoding::percent_decode_str(key)
+                    .decode_utf8_lossy()
+                    .into_owned();
                 extra
                     .entry(key)
                     .or_default()
@@ -120,7 +124,7 @@ impl Wanted {
                 resource_request: true,
                 ..Default::default()
             };
-        let mut out = vec![match service_account(&self.name) {
+        let mut out = vec![match split_service_account_username(&self.name) {
             Some((ns, sa)) => attrs("", "serviceaccounts", "", ns, sa),
             None => attrs("", "users", "", "", &self.name),
         }];
@@ -143,12 +147,9 @@ impl Wanted {
     fn into_user(self) -> User {
         let mut groups = self.groups;
         if groups.is_empty()
-            && let Some((ns, _)) = service_account(&self.name)
+            && let Some((ns, _)) = split_service_account_username(&self.name)
         {
-            groups = vec![
-                "system:serviceaccounts".to_string(),
-                format!("system:serviceaccounts:{ns}"),
-            ];
+            groups = service_account_groups(ns);
         }
         let implied = if self.name == kumo_auth::authn::ANONYMOUS_USER {
             kumo_auth::authn::SYSTEM_UNAUTHENTICATED
@@ -165,35 +166,6 @@ impl Wanted {
             extra: self.extra,
         }
     }
-}
-
-/// `(namespace, name)` of a ServiceAccount user name (`system:serviceaccount:<ns>:<name>`).
-fn service_account(user: &str) -> Option<(&str, &str)> {
-    let rest = user.strip_prefix("system:serviceaccount:")?;
-    let (ns, name) = rest.split_once(':')?;
-    (!ns.is_empty() && !name.is_empty() && !name.contains(':')).then_some((ns, name))
-}
-
-/// `%XX` escapes decoded (extra keys travel escaped in header names); anything malformed is
-/// kept as written.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 #[cfg(test)]
@@ -283,6 +255,5 @@ mod tests {
             e.message
                 .contains("requested groups without impersonating a user")
         );
-        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 }

@@ -129,15 +129,13 @@ pub fn observe_etcd(operation: &str, key: &[u8], seconds: f64) {
         .observe(seconds);
 }
 
-/// The resource prefix of a store key, `/registry/pods` for `/registry/pods/ns/name`: the
-/// `type` label of `etcd_request_duration_seconds`, a bounded set of values.
+/// The `type` label of `etcd_request_duration_seconds`: the key's resource prefix
+/// (`/registry/pods`), a bounded set of values.
 fn object_type(key: &[u8]) -> &str {
-    let key = std::str::from_utf8(key).unwrap_or("");
-    let Some(rest) = key.strip_prefix("/registry/") else {
-        return "other";
-    };
-    let end = rest.find('/').map_or(key.len(), |i| "/registry/".len() + i);
-    &key[..end]
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(crate::cache::resource_prefix)
+        .unwrap_or("other")
 }
 
 pub fn watchers_inc(def: &ResourceDef) {

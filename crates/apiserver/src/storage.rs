@@ -151,27 +151,19 @@ impl Store {
 
     /// The current store revision (a linearizable read).
     pub async fn current_revision(&self) -> Result<i64, StoreError> {
-        let key = b"/registry/kumo-revision-probe";
-        let resp = timed(
-            "count",
-            key,
-            self.kv.clone().range(pb::RangeRequest {
-                key: key.to_vec(),
-                count_only: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(StoreError::from_status)?
-        .into_inner();
-        Ok(resp.header.map(|h| h.revision).unwrap_or(0))
+        self.probe(0).await
     }
 
     /// Whether the store still serves reads at `revision`: `Compacted` once it was compacted
     /// away (an RPC error for a future revision).
     pub async fn check_revision(&self, revision: i64) -> Result<(), StoreError> {
+        self.probe(revision).await.map(drop)
+    }
+
+    /// A count-only read of one key at `revision` (0 = latest): the store's revision.
+    async fn probe(&self, revision: i64) -> Result<i64, StoreError> {
         let key = b"/registry/kumo-revision-probe";
-        timed(
+        let resp = timed(
             "count",
             key,
             self.kv.clone().range(pb::RangeRequest {
@@ -182,8 +174,9 @@ impl Store {
             }),
         )
         .await
-        .map_err(StoreError::from_status)?;
-        Ok(())
+        .map_err(StoreError::from_status)?
+        .into_inner();
+        Ok(resp.header.map(|h| h.revision).unwrap_or(0))
     }
 
     /// Reads one key (linearizable).

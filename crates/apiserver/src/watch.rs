@@ -41,7 +41,7 @@ impl Encoder {
             && ev.kind != EventType::Deleted
             && let Some(prev) = &ev.prev
         {
-            let mut obj: Value = prev.with_json(|raw| raw.parse()).unwrap_or(Value::Null);
+            let mut obj = prev.object();
             crate::objects::set_rv(&mut obj, ev.rv);
             return self.object(kind, obj);
         }

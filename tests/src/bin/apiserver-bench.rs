@@ -45,7 +45,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use kumo_tests::{ApiServerProc, StoreKind, etcd_bin, kumo_bin};
+use kumo_tests::{ApiServerProc, Sample, StoreKind, etcd_bin, kumo_bin, parse_exposition};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -1213,10 +1213,11 @@ async fn warm_up(client: &Client, conns: usize) {
     }
 }
 
-/// The apiserver's and the store's `/metrics` text at one moment.
+/// The apiserver's and the store's `/metrics` samples at one moment (none when a scrape
+/// fails: the report then leaves that histogram out).
 struct Scrape {
-    api: String,
-    store: String,
+    api: Vec<Sample>,
+    store: Vec<Sample>,
 }
 
 async fn scrape(client: &Client, api: &ApiServerProc) -> Scrape {
@@ -1235,46 +1236,33 @@ async fn scrape(client: &Client, api: &ApiServerProc) -> Scrape {
     })
     .await
     .unwrap_or_default();
+    let parse = |text: &str| parse_exposition(text).unwrap_or_default();
     Scrape {
-        api: api_text,
-        store,
+        api: parse(&api_text),
+        store: parse(&store),
     }
 }
 
-/// Cumulative bucket counts `(le, count)` of the histogram `name` in a Prometheus text
-/// exposition, summed over the series carrying every pair of `labels`.
-fn buckets(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{");
+/// Cumulative bucket counts `(le, count)` of the histogram `name`, summed over the series
+/// carrying every pair of `labels`.
+fn buckets(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
     let mut out: Vec<(f64, f64)> = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((lbls, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let pairs: Vec<(&str, &str)> = lbls
-            .split("\",")
-            .filter_map(|kv| kv.split_once("=\""))
-            .map(|(k, v)| (k, v.trim_end_matches('"')))
-            .collect();
-        if !labels.iter().all(|want| pairs.contains(want)) {
+    for s in samples.iter().filter(|s| s.name == bucket) {
+        if !labels
+            .iter()
+            .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        {
             continue;
         }
-        let Some(le) = pairs.iter().find(|(k, _)| *k == "le").map(|(_, v)| *v) else {
-            continue;
-        };
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().unwrap_or(f64::NAN)
-        };
-        let Ok(v) = value.trim().parse::<f64>() else {
-            continue;
+        let le = match s.labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(le) => le.parse().unwrap_or(f64::NAN),
+            None => continue,
         };
         match out.iter_mut().find(|(l, _)| *l == le) {
-            Some(b) => b.1 += v,
-            None => out.push((le, v)),
+            Some(b) => b.1 += s.value,
+            None => out.push((le, s.value)),
         }
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -1285,8 +1273,8 @@ fn buckets(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
 /// the first bucket bound ≥ `threshold` (that bound), and the bucket bound of the 99th
 /// percentile. `None` when the histogram is missing or saw nothing.
 fn over(
-    before: &str,
-    after: &str,
+    before: &[Sample],
+    after: &[Sample],
     name: &str,
     labels: &[(&str, &str)],
     threshold: f64,
@@ -2222,17 +2210,22 @@ mod tests {
 
     #[test]
     fn histogram_differences() {
-        let before = "x_bucket{verb=\"POST\",le=\"0.1\"} 5\nx_bucket{verb=\"POST\",le=\"0.2\"} 6\nx_bucket{verb=\"POST\",le=\"+Inf\"} 6\nx_bucket{verb=\"GET\",le=\"+Inf\"} 9\n";
-        let after = "x_bucket{verb=\"POST\",le=\"0.1\"} 100\nx_bucket{verb=\"POST\",le=\"0.2\"} 104\nx_bucket{verb=\"POST\",le=\"+Inf\"} 106\nx_bucket{verb=\"GET\",le=\"+Inf\"} 50\n";
+        let parse = |t: &str| super::parse_exposition(t).expect("exposition");
+        let before = parse(
+            "x_bucket{verb=\"POST\",le=\"0.1\"} 5\nx_bucket{verb=\"POST\",le=\"0.2\"} 6\nx_bucket{verb=\"POST\",le=\"+Inf\"} 6\nx_bucket{verb=\"GET\",le=\"+Inf\"} 9\n",
+        );
+        let after = parse(
+            "x_bucket{verb=\"POST\",le=\"0.1\"} 100\nx_bucket{verb=\"POST\",le=\"0.2\"} 104\nx_bucket{verb=\"POST\",le=\"+Inf\"} 106\nx_bucket{verb=\"GET\",le=\"+Inf\"} 50\n",
+        );
         assert_eq!(
-            super::buckets(after, "x", &[("verb", "POST")]),
+            super::buckets(&after, "x", &[("verb", "POST")]),
             vec![(0.1, 100.0), (0.2, 104.0), (f64::INFINITY, 106.0)]
         );
         assert_eq!(
-            super::over(before, after, "x", &[("verb", "POST")], 0.1).as_deref(),
+            super::over(&before, &after, "x", &[("verb", "POST")], 0.1).as_deref(),
             Some("5 of 100 over 0.1 s (p99 ≤ inf s)")
         );
-        assert_eq!(super::over(after, after, "x", &[], 0.1), None);
+        assert_eq!(super::over(&after, &after, "x", &[], 0.1), None);
     }
 
     #[test]
